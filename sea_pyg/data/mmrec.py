@@ -1,0 +1,387 @@
+"""Reading and writing MMRec-format dataset folders.
+
+An MMRec dataset folder ``<root>/`` holds
+
+* ``<name>.inter``: a tab-separated file with a header and at least the columns
+  ``userID``, ``itemID`` and ``x_label`` (0 = train, 1 = validation, 2 = test).
+  Other columns (``rating``, ``timestamp``) are ignored.
+* one ``<modality>_feat.npy`` file per item modality (MMRec ships ``image_feat.npy``,
+  4096-d, and ``text_feat.npy``, 384-d).  Row ``i`` describes the item with ``itemID == i``.
+
+:func:`read_mmrec` turns such a folder into a validated :class:`~torch_geometric.data.HeteroData`
+following the MMRec protocol exactly (see ``docs/protocol.md``):
+
+* ``num_users = max(userID) + 1`` and ``num_items = max(itemID) + 1`` over *all* splits, so items
+  that only occur in validation/test still get a node, a feature row and a score;
+* validation/test rows whose user never occurs in training are dropped
+  (MMRec's ``filter_out_cod_start_users``);
+* training edges are stored as ``('user', 'rates', 'item')`` plus the reverse
+  ``('item', 'rated_by', 'user')``; validation and test edges are kept apart as the attributes
+  ``val_edge_index`` and ``test_edge_index`` of the ``('user', 'rates', 'item')`` store, so no
+  message passing layer ever sees them;
+* item features are float32 tensors ``data['item'][f'x_{modality}']``; the modality names, in
+  sorted order, are in ``data.modalities``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch_geometric.data import HeteroData
+
+__all__ = [
+    "REQUIRED_COLUMNS",
+    "EDGE_TYPE",
+    "REV_EDGE_TYPE",
+    "DatasetFormatError",
+    "read_mmrec",
+    "write_mmrec",
+    "find_inter_file",
+    "item_features",
+    "describe",
+]
+
+REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
+EDGE_TYPE = ("user", "rates", "item")
+REV_EDGE_TYPE = ("item", "rated_by", "user")
+FEATURE_SUFFIX = "_feat.npy"
+
+
+class DatasetFormatError(ValueError):
+    """Raised when a dataset folder or file does not follow the MMRec format.
+
+    The message always names the offending file (and column or field) and says how to fix it.
+    """
+
+
+# ------------------------------------------------------------------------------------------------
+# Writing
+# ------------------------------------------------------------------------------------------------
+
+
+def _atomic_write(path: Path, write_fn) -> None:
+    """Write ``path`` through a temporary file in the same folder and ``os.replace`` it.
+
+    A crash in ``write_fn`` never leaves a half-written ``path`` behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write_fn(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_mmrec(
+    folder: str | os.PathLike,
+    name: str,
+    interactions: pd.DataFrame,
+    features: Mapping[str, np.ndarray],
+) -> Path:
+    """Write an MMRec-format dataset folder.
+
+    Args:
+        folder: Destination folder (created if missing).
+        name: Dataset name; the interaction file is ``<folder>/<name>.inter``.
+        interactions: Frame with (at least) the columns ``userID``, ``itemID``, ``x_label``.
+            Extra columns are written too.
+        features: Modality name -> ``(num_items, dim)`` array, written as
+            ``<folder>/<modality>_feat.npy`` (float32).
+
+    Every file is written atomically. Returns the folder path.
+    """
+    folder = Path(folder)
+    missing = [c for c in REQUIRED_COLUMNS if c not in interactions.columns]
+    if missing:
+        raise ValueError(
+            f"write_mmrec: `interactions` lacks column(s) {missing}; "
+            f"it needs {list(REQUIRED_COLUMNS)}"
+        )
+    if not name or "/" in name or os.sep in name:
+        raise ValueError(f"write_mmrec: `name` must be a plain file stem, got {name!r}")
+    for modality, arr in features.items():
+        if "/" in modality or not modality:
+            raise ValueError(f"write_mmrec: bad modality name {modality!r}")
+        arr = np.asarray(arr)
+        if arr.ndim != 2:
+            raise ValueError(
+                f"write_mmrec: features[{modality!r}] must be 2-D (num_items, dim), "
+                f"got shape {arr.shape}"
+            )
+
+    inter_path = folder / f"{name}.inter"
+    _atomic_write(inter_path, lambda tmp: interactions.to_csv(tmp, sep="\t", index=False))
+    for modality, arr in features.items():
+        arr32 = np.ascontiguousarray(np.asarray(arr, dtype=np.float32))
+
+        def _save(tmp: str, a=arr32) -> None:
+            with open(tmp, "wb") as f:
+                np.save(f, a, allow_pickle=False)
+
+        _atomic_write(folder / f"{modality}{FEATURE_SUFFIX}", _save)
+    return folder
+
+
+# ------------------------------------------------------------------------------------------------
+# Reading
+# ------------------------------------------------------------------------------------------------
+
+
+def find_inter_file(folder: Path, name: str | None) -> Path:
+    """Locate ``<name>.inter`` in ``folder`` (or the only ``*.inter`` file if ``name`` is None)."""
+    if not folder.exists():
+        raise DatasetFormatError(
+            f"dataset folder {folder} does not exist; pass the folder that holds "
+            f"<name>.inter and the <modality>_feat.npy files"
+        )
+    if not folder.is_dir():
+        raise DatasetFormatError(f"{folder} is not a folder; pass the dataset folder")
+    if name is not None:
+        path = folder / f"{name}.inter"
+        if not path.is_file():
+            raise DatasetFormatError(
+                f"missing file {path}: an MMRec dataset folder needs the interaction file "
+                f"<name>.inter (tab-separated, columns userID, itemID, x_label)"
+            )
+        return path
+    candidates = sorted(folder.glob("*.inter"))
+    if not candidates:
+        raise DatasetFormatError(
+            f"missing file: no *.inter file in {folder}; an MMRec dataset folder needs "
+            f"<name>.inter (tab-separated, columns userID, itemID, x_label)"
+        )
+    if len(candidates) > 1:
+        raise DatasetFormatError(
+            f"{folder} holds several .inter files ({', '.join(p.name for p in candidates)}); "
+            f"pass name=... to choose one"
+        )
+    return candidates[0]
+
+
+def _read_interactions(path: Path) -> pd.DataFrame:
+    try:
+        header = pd.read_csv(path, sep="\t", nrows=0)
+    except pd.errors.EmptyDataError:
+        raise DatasetFormatError(
+            f"{path} is empty; it needs a header line with userID, itemID, x_label"
+        ) from None
+    missing = [c for c in REQUIRED_COLUMNS if c not in header.columns]
+    if missing:
+        found = list(header.columns)
+        raise DatasetFormatError(
+            f"{path}: missing column(s) {missing} (found {found}); the file must be "
+            f"tab-separated with a header naming userID, itemID and x_label"
+        )
+    df = pd.read_csv(path, sep="\t", usecols=list(REQUIRED_COLUMNS))
+    for col in REQUIRED_COLUMNS:
+        series = df[col]
+        if series.isna().any():
+            row = int(np.flatnonzero(series.isna().to_numpy())[0])
+            raise DatasetFormatError(
+                f"{path}: column {col} has an empty/NaN value (first at data row {row + 1}); "
+                f"every row needs an integer {col}"
+            )
+        values = series.to_numpy()
+        if not np.issubdtype(values.dtype, np.integer):
+            numeric = pd.to_numeric(series, errors="coerce")
+            bad = numeric.isna() | (numeric != np.floor(numeric))
+            if bad.any():
+                row = int(np.flatnonzero(bad.to_numpy())[0])
+                raise DatasetFormatError(
+                    f"{path}: column {col} must hold integers, found {series.iloc[row]!r} "
+                    f"at data row {row + 1}"
+                )
+            df[col] = numeric.astype(np.int64)
+        else:
+            df[col] = values.astype(np.int64)
+    for col in ("userID", "itemID"):
+        neg = df[col].to_numpy() < 0
+        if neg.any():
+            row = int(np.flatnonzero(neg)[0])
+            raise DatasetFormatError(
+                f"{path}: column {col} must hold non-negative 0-based ids, found "
+                f"{int(df[col].iloc[row])} at data row {row + 1}"
+            )
+    bad_label = ~df["x_label"].isin([0, 1, 2]).to_numpy()
+    if bad_label.any():
+        row = int(np.flatnonzero(bad_label)[0])
+        raise DatasetFormatError(
+            f"{path}: x_label must be 0 (train), 1 (validation) or 2 (test), found "
+            f"{int(df['x_label'].iloc[row])} at data row {row + 1}"
+        )
+    return df
+
+
+def _discover_modalities(folder: Path) -> list[str]:
+    return sorted(p.name[: -len(FEATURE_SUFFIX)] for p in folder.glob(f"*{FEATURE_SUFFIX}"))
+
+
+def _read_features(path: Path, num_items: int) -> torch.Tensor:
+    if not path.is_file():
+        raise DatasetFormatError(
+            f"missing file {path}: put the item feature matrix there as a 2-D .npy array "
+            f"(row i = item i), or drop the modality"
+        )
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DatasetFormatError(
+            f"{path}: cannot be read without pickle ({exc}); save the features as a plain "
+            f"numeric array, e.g. np.save(path, np.asarray(feats, dtype=np.float32))"
+        ) from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise DatasetFormatError(f"{path}: not a valid .npy file ({exc})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        dtype = getattr(arr, "dtype", type(arr))
+        raise DatasetFormatError(
+            f"{path}: features must be a numeric (int or float) array, got dtype {dtype}"
+        )
+    if arr.ndim != 2:
+        raise DatasetFormatError(
+            f"{path}: features must be a 2-D array (num_items, dim), got shape {arr.shape}"
+        )
+    if arr.shape[0] != num_items:
+        raise DatasetFormatError(
+            f"{path}: has {arr.shape[0]} rows but the interaction file implies {num_items} items "
+            f"(max itemID + 1); row i must describe item i, one row per item"
+        )
+    if arr.shape[1] == 0:
+        raise DatasetFormatError(f"{path}: features have 0 columns")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        bad_row = int(np.flatnonzero(~finite.all(axis=1))[0])
+        raise DatasetFormatError(
+            f"{path}: contains NaN or inf values (first in row {bad_row}, i.e. itemID "
+            f"{bad_row}); replace them, e.g. by the mean feature vector"
+        )
+    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+
+
+def read_mmrec(
+    folder: str | os.PathLike,
+    name: str | None = None,
+    modalities: Sequence[str] | None = None,
+    filter_cold_start_users: bool = True,
+) -> HeteroData:
+    """Read an MMRec-format dataset folder into a validated :class:`HeteroData`.
+
+    Args:
+        folder: The dataset folder.
+        name: Dataset name (``<name>.inter``). If ``None``, the folder's only ``*.inter`` file.
+        modalities: Which ``<modality>_feat.npy`` files to load. ``None`` loads every
+            ``*_feat.npy`` in the folder (sorted by name); ``[]`` loads none.
+        filter_cold_start_users: Drop validation/test rows of users without training rows
+            (the MMRec protocol does).
+
+    Returns:
+        A :class:`HeteroData` with node types ``user`` and ``item`` (``num_nodes`` set),
+        training edges ``('user', 'rates', 'item')`` and ``('item', 'rated_by', 'user')``,
+        ``val_edge_index`` / ``test_edge_index`` on the ``('user', 'rates', 'item')`` store,
+        item features ``data['item'][f'x_{m}']`` (float32) for each modality ``m`` in
+        ``data.modalities``, and ``data.name``.
+
+    Raises:
+        DatasetFormatError: naming the file and the problem, for a missing folder or file,
+            a missing column, non-integer or negative ids, ``x_label`` outside {0, 1, 2},
+            feature files that are not 2-D numeric arrays, have the wrong number of rows or
+            hold NaN/inf, and for an empty split.
+    """
+    folder = Path(folder)
+    inter_path = find_inter_file(folder, name)
+    name = inter_path.name[: -len(".inter")]
+    df = _read_interactions(inter_path)
+    if len(df) == 0:
+        raise DatasetFormatError(f"{inter_path}: has a header but no interaction rows")
+
+    num_users = int(df["userID"].max()) + 1
+    num_items = int(df["itemID"].max()) + 1
+
+    labels = df["x_label"].to_numpy()
+    users = df["userID"].to_numpy()
+    items = df["itemID"].to_numpy()
+    train = labels == 0
+    if not train.any():
+        raise DatasetFormatError(
+            f"{inter_path}: the training split is empty (no row with x_label == 0)"
+        )
+    if filter_cold_start_users:
+        has_train = np.zeros(num_users, dtype=bool)
+        has_train[users[train]] = True
+        keep = train | has_train[users]
+        users, items, labels = users[keep], items[keep], labels[keep]
+
+    split_names = {0: "training", 1: "validation", 2: "test"}
+    edges = {}
+    for label, split in split_names.items():
+        mask = labels == label
+        if not mask.any():
+            extra = (
+                " after dropping cold-start users (users with no training row)"
+                if filter_cold_start_users and label != 0
+                else ""
+            )
+            raise DatasetFormatError(
+                f"{inter_path}: the {split} split is empty (no row with x_label == {label}"
+                f"{extra}); every split needs at least one interaction"
+            )
+        edges[label] = torch.from_numpy(np.stack([users[mask], items[mask]]).astype(np.int64))
+
+    if modalities is None:
+        modalities = _discover_modalities(folder)
+    modalities = list(modalities)
+    if len(set(modalities)) != len(modalities):
+        raise ValueError(f"read_mmrec: duplicate names in modalities={modalities}")
+
+    data = HeteroData()
+    data.name = name
+    data.modalities = modalities
+    data["user"].num_nodes = num_users
+    data["item"].num_nodes = num_items
+    data[EDGE_TYPE].edge_index = edges[0]
+    data[REV_EDGE_TYPE].edge_index = edges[0].flip(0)
+    data[EDGE_TYPE].val_edge_index = edges[1]
+    data[EDGE_TYPE].test_edge_index = edges[2]
+    for modality in modalities:
+        path = folder / f"{modality}{FEATURE_SUFFIX}"
+        data["item"][f"x_{modality}"] = _read_features(path, num_items)
+    return data
+
+
+def item_features(data: HeteroData) -> dict[str, torch.Tensor]:
+    """Return ``{modality: data['item'][f'x_{modality}']}`` in ``data.modalities`` order."""
+    modalities = getattr(data, "modalities", None) or []
+    return {m: data["item"][f"x_{m}"] for m in modalities}
+
+
+def describe(data: HeteroData) -> str:
+    """A one-paragraph summary in the spirit of MMRec's log header."""
+    store = data[EDGE_TYPE]
+    num_users, num_items = data["user"].num_nodes, data["item"].num_nodes
+    n_train = store.edge_index.size(1)
+    n_val, n_test = store.val_edge_index.size(1), store.test_edge_index.size(1)
+    total = n_train + n_val + n_test
+    density = total / max(1, num_users * num_items)
+    lines = [
+        f"dataset {getattr(data, 'name', '?')}: {num_users} users, {num_items} items, "
+        f"{total} interactions (density {density:.6f})",
+        f"  train {n_train} ({store.edge_index[1].unique().numel()} items), "
+        f"valid {n_val} ({store.val_edge_index[1].unique().numel()} items), "
+        f"test {n_test} ({store.test_edge_index[1].unique().numel()} items)",
+    ]
+    feats = item_features(data)
+    if feats:
+        lines.append(
+            "  item features: "
+            + ", ".join(f"{m} {tuple(x.shape[1:])[0]}-d" for m, x in feats.items())
+        )
+    return "\n".join(lines)
