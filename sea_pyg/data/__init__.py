@@ -1,0 +1,33 @@
+"""Loading and building data: MMRec folders, synthetic data, the protocol split, BPR batches."""
+
+from sea_pyg.data.builtin import load_synthetic, synthetic_folder
+from sea_pyg.data.mmrec import (
+    EDGE_TYPE,
+    REV_EDGE_TYPE,
+    DatasetFormatError,
+    describe,
+    item_features,
+    read_mmrec,
+    write_mmrec,
+)
+from sea_pyg.data.sampler import BPRSampler
+from sea_pyg.data.split import split_per_user
+from sea_pyg.data.synthetic import PRESETS, SyntheticData, SyntheticPreset, make_synthetic
+
+__all__ = [
+    "EDGE_TYPE",
+    "REV_EDGE_TYPE",
+    "DatasetFormatError",
+    "read_mmrec",
+    "write_mmrec",
+    "describe",
+    "item_features",
+    "BPRSampler",
+    "split_per_user",
+    "PRESETS",
+    "SyntheticPreset",
+    "SyntheticData",
+    "make_synthetic",
+    "load_synthetic",
+    "synthetic_folder",
+]

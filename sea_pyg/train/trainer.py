@@ -330,6 +330,7 @@ class Trainer:
             t0 = time.perf_counter()
             self.model.pre_epoch(epoch)
             sums: dict[str, float] = {}
+            model_terms: set[str] = set()
             nonfinite = False
             bar = tqdm(
                 self.sampler,
@@ -351,6 +352,7 @@ class Trainer:
                 self.optimizer.step()
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    model_terms.add(k)
                 for k, v in aux.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if cfg.progress:
@@ -370,7 +372,7 @@ class Trainer:
             value = round(valid[metric_name], 4)
             record: dict[str, Any] = {
                 "epoch": epoch,
-                "loss": float(sum(v for k, v in losses.items() if k in sums)),
+                "loss": float(sum(v for k, v in losses.items() if k in model_terms)),
                 "losses": losses,
                 "train_time": train_time,
                 "eval_time": eval_time,
