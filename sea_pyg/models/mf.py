@@ -61,4 +61,3 @@ class MFBPR(Recommender):
             f"num_users={self.num_users}, num_items={self.num_items}, "
             f"embedding_dim={self.embedding_dim}, reg_weight={self.reg_weight}"
         )
-

@@ -24,7 +24,14 @@ from sea_pyg.data.sampler import BPRSampler
 from sea_pyg.models.base import Recommender
 from sea_pyg.train.metrics import METRICS, evaluate_ranking
 
-__all__ = ["TrainConfig", "Trainer", "seed_everything", "atomic_torch_save", "atomic_write_text"]
+__all__ = [
+    "TrainConfig",
+    "Trainer",
+    "EarlyStopping",
+    "seed_everything",
+    "atomic_torch_save",
+    "atomic_write_text",
+]
 
 CHECKPOINT_VERSION = 1
 
@@ -129,6 +136,57 @@ class TrainConfig:
             self.metrics = (*self.metrics, name)
 
 
+class EarlyStopping:
+    """MMRec's early-stopping rule.
+
+    The monitored value is rounded to ``decimals``; a step improves only if the rounded value
+    is strictly greater than the best so far (initially ``-1``). :attr:`should_stop` becomes
+    true after ``patience + 1`` consecutive non-improving steps.
+    """
+
+    def __init__(self, patience: int, decimals: int = 4) -> None:
+        self.patience = patience
+        self.decimals = decimals
+        self.best = -1.0
+        self.best_step = -1
+        self.bad_steps = 0
+        self.steps = 0
+
+    def update(self, value: float) -> bool:
+        """Record one evaluation; return whether it is a (strict) improvement."""
+        rounded = round(float(value), self.decimals)
+        improved = rounded > self.best
+        if improved:
+            self.best, self.best_step, self.bad_steps = rounded, self.steps, 0
+        else:
+            self.bad_steps += 1
+        self.steps += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_steps > self.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best": self.best,
+            "best_step": self.best_step,
+            "bad_steps": self.bad_steps,
+            "steps": self.steps,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best = float(state["best"])
+        self.best_step = int(state["best_step"])
+        self.bad_steps = int(state["bad_steps"])
+        self.steps = int(state["steps"])
+
+
+def _headline(metrics: dict[str, float]) -> dict[str, float]:
+    """The Recall/NDCG entries, for the per-epoch log line."""
+    return {k: v for k, v in metrics.items() if k.split("@")[0] in ("recall", "ndcg")}
+
+
 def _fmt(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
@@ -203,9 +261,8 @@ class Trainer:
     # -------------------------------------------------------------------------------------------
     def _reset_state(self) -> None:
         self.epoch = 0
-        self.best_value = -1.0
+        self.stopping = EarlyStopping(self.config.patience)
         self.best_epoch = -1
-        self.cur_step = 0
         self.best_valid: dict[str, float] = {}
         self.best_test: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
@@ -249,9 +306,8 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "auxiliary": self.model.auxiliary_state_dict(),
             "epoch": self.epoch,
-            "best_value": self.best_value,
+            "stopping": self.stopping.state_dict(),
             "best_epoch": self.best_epoch,
-            "cur_step": self.cur_step,
             "best_valid": self.best_valid,
             "best_test": self.best_test,
             "history": self.history,
@@ -276,9 +332,8 @@ class Trainer:
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.model.load_auxiliary_state_dict(ckpt.get("auxiliary", {}))
         self.epoch = int(ckpt["epoch"])
-        self.best_value = float(ckpt["best_value"])
+        self.stopping.load_state_dict(ckpt["stopping"])
         self.best_epoch = int(ckpt["best_epoch"])
-        self.cur_step = int(ckpt["cur_step"])
         self.best_valid = dict(ckpt["best_valid"])
         self.best_test = dict(ckpt["best_test"])
         self.history = list(ckpt["history"])
@@ -369,7 +424,6 @@ class Trainer:
             t1 = time.perf_counter()
             valid = self.evaluate("valid")
             eval_time = time.perf_counter() - t1
-            value = round(valid[metric_name], 4)
             record: dict[str, Any] = {
                 "epoch": epoch,
                 "loss": float(sum(v for k, v in losses.items() if k in model_terms)),
@@ -378,29 +432,25 @@ class Trainer:
                 "eval_time": eval_time,
                 "valid": valid,
             }
-            improved = value > self.best_value
+            improved = self.stopping.update(valid[metric_name])
             if improved:
-                self.best_value = value
                 self.best_epoch = epoch
-                self.cur_step = 0
                 self.best_valid = valid
                 t2 = time.perf_counter()
                 self.best_test = self.evaluate("test")
                 record["test"] = self.best_test
                 record["test_time"] = time.perf_counter() - t2
-            else:
-                self.cur_step += 1
             self.history.append(record)
             self.epoch = epoch + 1
             loss_str = " ".join(f"{k}={v:.4f}" for k, v in losses.items())
             line = (
-                f"epoch {epoch:4d} | {loss_str} | train {train_time:.2f}s eval {eval_time:.2f}s | "
-                f"valid {_fmt({k: valid[k] for k in valid if k.split('@')[0] in ('recall', 'ndcg')})}"
+                f"epoch {epoch:4d} | {loss_str} | train {train_time:.2f}s eval {eval_time:.2f}s"
+                f" | valid {_fmt(_headline(valid))}"
             )
             if improved:
-                line += f" | test {_fmt({k: v for k, v in self.best_test.items() if k.split('@')[0] in ('recall', 'ndcg')})} *"
+                line += f" | test {_fmt(_headline(self.best_test))} *"
             self._log(line)
-            if self.cur_step > cfg.patience:
+            if self.stopping.should_stop:
                 self.stop_reason = (
                     f"early stop: no improvement of rounded {metric_name} for "
                     f"{cfg.patience + 1} epochs"
@@ -421,7 +471,8 @@ class Trainer:
                     )
                 atomic_torch_save(self._checkpoint(), self.output_dir / "last.pt")
                 atomic_write_text(
-                    json.dumps(_jsonable(self.results()), indent=2), self.output_dir / "results.json"
+                    json.dumps(_jsonable(self.results()), indent=2),
+                    self.output_dir / "results.json",
                 )
         results = self.results()
         results["wall_seconds"] = time.perf_counter() - start

@@ -107,7 +107,9 @@ def test_wrong_separator_reports_missing_columns(tmp_path):
 def test_x_label_out_of_range(tmp_path):
     rows = [*GOOD, (0, 4, 3)]
     _write(tmp_path, rows)
-    with pytest.raises(DatasetFormatError, match=r"toy\.inter: x_label must be 0.*found 3 at data row 11"):
+    with pytest.raises(
+        DatasetFormatError, match=r"toy\.inter: x_label must be 0.*found 3 at data row 11"
+    ):
         read_mmrec(tmp_path)
 
 
@@ -116,7 +118,9 @@ def test_negative_ids(tmp_path):
     (tmp_path / "toy.inter").write_text(
         "userID\titemID\tx_label\n" + "\n".join("\t".join(map(str, r)) for r in rows) + "\n"
     )
-    with pytest.raises(DatasetFormatError, match=r"toy\.inter: column userID must hold non-negative"):
+    with pytest.raises(
+        DatasetFormatError, match=r"toy\.inter: column userID must hold non-negative"
+    ):
         read_mmrec(tmp_path)
 
 

@@ -44,7 +44,9 @@ def test_norm_adj_errors():
 def test_sym_lgconv_equals_pyg_lgconv_values_and_gradients():
     gen = torch.Generator().manual_seed(0)
     U, N, E = 20, 15, 60
-    ei = torch.stack([torch.randint(0, U, (E,), generator=gen), torch.randint(0, N, (E,), generator=gen)])
+    ei = torch.stack(
+        [torch.randint(0, U, (E,), generator=gen), torch.randint(0, N, (E,), generator=gen)]
+    )
     full = torch.cat([torch.stack([ei[0], ei[1] + U]), torch.stack([ei[1] + U, ei[0]])], 1)
     adj = bipartite_norm_adj(ei, U, N, binarize=False, eps=0.0, dtype=torch.float64)
     x = torch.randn(U + N, 8, dtype=torch.float64, generator=gen, requires_grad=True)

@@ -142,18 +142,32 @@ def test_ties_do_not_leak_masked_items_and_chunking_is_invariant():
     # All scores tie: only the masked training items may never appear in the top-K.
     num_users, num_items = 7, 9
     gen = torch.Generator().manual_seed(0)
-    train = torch.stack([torch.arange(num_users), torch.randint(0, num_items, (num_users,), generator=gen)])
+    train = torch.stack(
+        [torch.arange(num_users), torch.randint(0, num_items, (num_users,), generator=gen)]
+    )
     heldout = torch.stack([torch.arange(num_users), (train[1] + 1) % num_items])
     out_a = evaluate_ranking(
-        lambda u: torch.zeros(u.numel(), num_items), heldout, train, num_users, num_items,
-        ks=(8,), chunk_size=3,
+        lambda u: torch.zeros(u.numel(), num_items),
+        heldout,
+        train,
+        num_users,
+        num_items,
+        ks=(8,),
+        chunk_size=3,
     )
     # 8 unmasked items remain and K = 8: every held-out item is retrieved whatever the tie order.
     assert out_a["recall@8"] == pytest.approx(1.0, abs=1e-12)
     scores = torch.randn(num_users, num_items, generator=gen)
     res = [
-        evaluate_ranking(lambda u: scores[u].clone(), heldout, train, num_users, num_items,
-                         ks=(1, 3), chunk_size=c)
+        evaluate_ranking(
+            lambda u: scores[u].clone(),
+            heldout,
+            train,
+            num_users,
+            num_items,
+            ks=(1, 3),
+            chunk_size=c,
+        )
         for c in (1, 2, 7, 100)
     ]
     for r in res[1:]:

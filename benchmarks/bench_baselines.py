@@ -1,0 +1,122 @@
+"""Speed and memory of the collaborative baselines at the real datasets' scales.
+
+For each (model, scale) it runs, in a fresh subprocess (so peak RSS belongs to that run alone):
+load the synthetic MMRec folder of that scale through ``read_mmrec`` (generated and cached on
+first use), build the model, train ``--epochs`` epochs through the real ``Trainer`` and report
+
+* seconds per training epoch (median over epochs),
+* seconds per full validation evaluation (median over epochs; all users x all items),
+* peak resident memory of the process (includes the dataset's 4096-d and 384-d features).
+
+Usage::
+
+    python benchmarks/bench_baselines.py      # mf and lightgcn at baby, sports, clothing
+    python benchmarks/bench_baselines.py --models lightgcn --scales baby --epochs 3 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+
+def child(model_name: str, scale: str, epochs: int, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    from sea_pyg.data import load_synthetic
+    from sea_pyg.train import TrainConfig, Trainer, build_model, seed_everything
+
+    t0 = time.perf_counter()
+    data = load_synthetic(scale, seed=0)
+    load_s = time.perf_counter() - t0
+    seed_everything(0)
+    model, info, train_defaults = build_model(model_name, data)
+    cfg = TrainConfig(
+        **{
+            **train_defaults,
+            "epochs": epochs,
+            "patience": epochs,
+            "progress": False,
+            "verbose": False,
+            "seed": 0,
+        }
+    )
+    res = Trainer(model, data, cfg, model_info=info).fit()
+    hist = res["history"]
+    out = {
+        "model": model_name,
+        "scale": scale,
+        "users": res["num_users"],
+        "items": res["num_items"],
+        "train_rows": int(data["user", "rates", "item"].edge_index.size(1)),
+        "epochs": len(hist),
+        "train_s": statistics.median(h["train_time"] for h in hist),
+        "eval_s": statistics.median(h["eval_time"] for h in hist),
+        "load_s": load_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "valid_recall@20": hist[-1]["valid"]["recall@20"],
+    }
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", default=["mf", "lightgcn"])
+    p.add_argument("--scales", nargs="+", default=["baby", "sports", "clothing"])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--child", nargs=2, metavar=("MODEL", "SCALE"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.epochs, args.threads)
+        return
+
+    import torch
+
+    print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs per run")
+    rows = []
+    for scale in args.scales:
+        for model in args.models:
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                model,
+                scale,
+                "--epochs",
+                str(args.epochs),
+                "--threads",
+                str(args.threads),
+            ]
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not lines:
+                print(f"{model}@{scale} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+                continue
+            rows.append(json.loads(lines[-1][len("RESULT ") :]))
+            r = rows[-1]
+            print(f"  done {model}@{scale}: {r['train_s']:.2f} s/epoch", flush=True)
+
+    header = (
+        f"| {'model':9s} | {'scale':8s} | {'users':>6s} | {'items':>6s} | {'train rows':>10s} "
+        f"| {'s/epoch':>8s} | {'s/eval':>7s} | {'peak RSS MB':>11s} |"
+    )
+    print()
+    print(header)
+    print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
+    for r in rows:
+        print(
+            f"| {r['model']:9s} | {r['scale']:8s} | {r['users']:6d} | {r['items']:6d} "
+            f"| {r['train_rows']:10d} | {r['train_s']:8.2f} | {r['eval_s']:7.2f} "
+            f"| {r['peak_rss_mb']:11.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

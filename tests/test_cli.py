@@ -1,0 +1,69 @@
+import json
+
+import pytest
+
+from sea_pyg.cli import main
+from sea_pyg.data import load_synthetic
+
+
+def test_synth_info_train_resume(tmp_path, capsys):
+    folder = tmp_path / "tiny"
+    assert main(["synth", "tiny", str(folder)]) == 0
+    assert (folder / "tiny.inter").is_file() and (folder / "image_feat.npy").is_file()
+    assert main(["info", "--data", str(folder)]) == 0
+    assert "60 users, 40 items" in capsys.readouterr().out
+
+    out = tmp_path / "run"
+    args = [
+        "train",
+        "--model",
+        "mf",
+        "--data",
+        str(folder),
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--batch-size",
+        "128",
+        "--set",
+        "reg_weight=0.01",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "mf test metrics at the best validation epoch" in printed
+    assert "recall@20" in printed and "ndcg@10" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"] == {"name": "mf", "hparams": {"embedding_dim": 64, "reg_weight": 0.01}}
+    assert res["epochs_run"] == 2 and res["dataset"] == "tiny"
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    # resume to 3 epochs continues at epoch 2
+    assert main([*args[:6], "3", *args[7:], "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["epochs_run"] == 3
+
+
+def test_bad_dataset_is_a_clean_error(tmp_path):
+    (tmp_path / "x.inter").write_text("userID\titemID\n0\t1\n")
+    with pytest.raises(SystemExit, match=r"bad dataset: .*x\.inter: missing column"):
+        main(["train", "--data", str(tmp_path)])
+
+
+def test_bad_hyper_parameter_is_a_clean_error(tmp_path):
+    main(["synth", "tiny", str(tmp_path)])
+    with pytest.raises(SystemExit, match="has no hyper-parameter"):
+        main(["train", "--data", str(tmp_path), "--set", "layers=3"])
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["train", "--data", str(tmp_path), "--set", "layers"])
+
+
+def test_builtin_synthetic_is_cached_and_read_through_the_reader(tmp_path, monkeypatch):
+    monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path))
+    data = load_synthetic("tiny", seed=3)
+    folders = list((tmp_path / "synthetic").iterdir())
+    assert [f.name for f in folders] == ["tiny-seed3-v1"]
+    again = load_synthetic("tiny", seed=3)
+    assert (
+        again["user", "rates", "item"].edge_index == data["user", "rates", "item"].edge_index
+    ).all()
+    assert data.modalities == ["image", "text"]
