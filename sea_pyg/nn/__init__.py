@@ -1,5 +1,41 @@
-"""Reusable layers and losses for GNN recommenders."""
+"""Reusable layers and losses for GNN recommenders.
+
+Everything here takes explicit tensors and sizes; nothing knows a dataset or a file format.
+"""
 
 from sea_pyg.nn.conv import LightGCNPropagation, SymLGConv, bipartite_norm_adj, symmetric_spmm
+from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, knn_adjacency
+from sea_pyg.nn.losses import (
+    CLUB,
+    BPRLoss,
+    EmbLoss,
+    InfoNCE,
+    NegativeL2,
+    SoloSimLoss,
+    bpr_loss,
+    emb_loss,
+    info_nce_loss,
+    negative_l2_loss,
+    solosim_loss,
+)
 
-__all__ = ["bipartite_norm_adj", "symmetric_spmm", "SymLGConv", "LightGCNPropagation"]
+__all__ = [
+    "bipartite_norm_adj",
+    "symmetric_spmm",
+    "SymLGConv",
+    "LightGCNPropagation",
+    "cosine_knn",
+    "knn_adjacency",
+    "ItemKNNGraph",
+    "bpr_loss",
+    "BPRLoss",
+    "emb_loss",
+    "EmbLoss",
+    "CLUB",
+    "solosim_loss",
+    "SoloSimLoss",
+    "info_nce_loss",
+    "InfoNCE",
+    "negative_l2_loss",
+    "NegativeL2",
+]
