@@ -1,0 +1,147 @@
+"""Accuracy, speed and memory of several models over several seeds, as one table.
+
+Every (model, seed) run is a separate ``sea-pyg train`` process on the same dataset (a synthetic
+preset or an MMRec folder), so its peak RSS is its own (read with ``os.wait4``). The table gives
+mean and standard deviation over seeds of valid/test Recall@10/20 and NDCG@10/20 (test at the
+best validation epoch), seconds per training epoch, the best epoch, and peak RSS.
+
+Usage::
+
+    python benchmarks/compare_models.py --models mf lightgcn --preset small --seeds 1 2 3
+    python benchmarks/compare_models.py --models lightgcn --data data/baby --seeds 999
+    python benchmarks/compare_models.py --models mf --set mf:reg_weight=0.01 --markdown out.md
+
+Results of each run stay in ``--workdir`` (``results.json`` per run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+COLUMNS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str]) -> tuple[int, float]:
+    with open(log, "w") as f:
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, usage.ru_maxrss / 1024  # Linux: KiB -> MiB
+
+
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--models", nargs="+", required=True, help="registry names, e.g. mf lightgcn")
+    p.add_argument("--preset", default="small", help="synthetic preset (ignored with --data)")
+    p.add_argument("--data", help="MMRec dataset folder instead of a synthetic preset")
+    p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    p.add_argument("--epochs", type=int, help="epoch cap (default: the protocol's 1000)")
+    p.add_argument("--threads", type=int, help="torch threads per run (OMP_NUM_THREADS)")
+    p.add_argument("--set", action="append", default=[], metavar="MODEL:KEY=VALUE")
+    p.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="MODEL:ARG",
+        help="extra sea-pyg train argument for a model, e.g. 'freedom:--lr=0.001'",
+    )
+    p.add_argument("--workdir", default="runs/compare")
+    p.add_argument("--markdown", help="also write the table to this file")
+    args = p.parse_args()
+
+    env = dict(os.environ)
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data_args = ["--data", args.data] if args.data else ["--synthetic", args.preset]
+    dataset = Path(args.data).name if args.data else args.preset
+
+    rows = []
+    for model in args.models:
+        sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == model]
+        extras = [s.split(":", 1)[1] for s in args.extra if s.split(":", 1)[0] == model]
+        runs = []
+        for seed in args.seeds:
+            out = workdir / f"{model}-{dataset}-seed{seed}"
+            cmd = [
+                sys.executable,
+                "-m",
+                "sea_pyg.cli",
+                "train",
+                "--model",
+                model,
+                *data_args,
+                "--seed",
+                str(seed),
+                "--out",
+                str(out),
+                "--quiet",
+                "--no-progress",
+            ]
+            if args.epochs:
+                cmd += ["--epochs", str(args.epochs)]
+            for s in sets:
+                cmd += ["--set", s]
+            cmd += extras
+            t0 = time.perf_counter()
+            code, rss = _run(cmd, workdir / f"{model}-{dataset}-seed{seed}.log", env)
+            wall = time.perf_counter() - t0
+            if code != 0:
+                print(f"{model} seed {seed} failed (exit {code}); see its .log", file=sys.stderr)
+                continue
+            res = json.loads((out / "results.json").read_text())
+            res["peak_rss_mb"], res["wall"] = rss, wall
+            runs.append(res)
+            print(
+                f"  {model} seed {seed}: test recall@20 {res['test']['recall@20']:.4f}, "
+                f"best epoch {res['best_epoch']}, {wall:.0f} s",
+                flush=True,
+            )
+        if runs:
+            rows.append((model, runs))
+
+    head = (
+        ["model", "seeds"]
+        + [f"valid {c}" for c in COLUMNS]
+        + [f"test {c}" for c in COLUMNS]
+        + ["s/epoch", "best epoch", "peak RSS MB"]
+    )
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for model, runs in rows:
+        cells = [model, str(len(runs))]
+        cells += [_mean_std([r["best_valid"][c] for r in runs]) for c in COLUMNS]
+        cells += [_mean_std([r["test"][c] for r in runs]) for c in COLUMNS]
+        cells.append(f"{statistics.mean(r['train_seconds_per_epoch'] for r in runs):.2f}")
+        cells.append(f"{statistics.mean(r['best_epoch'] for r in runs):.0f}")
+        cells.append(f"{max(r['peak_rss_mb'] for r in runs):.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    table = "\n".join(lines)
+    header = (
+        f"dataset {dataset}, seeds {args.seeds}, "
+        f"command: python benchmarks/compare_models.py {' '.join(sys.argv[1:])}"
+    )
+    print()
+    print(header)
+    print(table)
+    if args.markdown:
+        Path(args.markdown).write_text(header + "\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
