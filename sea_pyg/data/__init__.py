@@ -1,6 +1,9 @@
-"""Loading and building data: MMRec folders, synthetic data, the protocol split, BPR batches."""
+"""Loading and building data: MMRec folders and datasets, raw Amazon preprocessing, synthetic
+data, the protocol split, BPR batches."""
 
 from sea_pyg.data.builtin import load_synthetic, synthetic_folder
+from sea_pyg.data.dataset import MMRecDataset
+from sea_pyg.data.raw import prepare_amazon
 from sea_pyg.data.mmrec import (
     EDGE_TYPE,
     REV_EDGE_TYPE,
@@ -30,4 +33,6 @@ __all__ = [
     "make_synthetic",
     "load_synthetic",
     "synthetic_folder",
+    "MMRecDataset",
+    "prepare_amazon",
 ]

@@ -20,13 +20,18 @@ following the MMRec protocol exactly (see ``docs/protocol.md``):
   ``val_edge_index`` and ``test_edge_index`` of the ``('user', 'rates', 'item')`` store, so no
   message passing layer ever sees them;
 * item features are float32 tensors ``data['item'][f'x_{modality}']``; the modality names, in
-  sorted order, are in ``data.modalities``.
+  sorted order, are in ``data.modalities``;
+* if the folder holds MMRec's id maps ``u_id_mapping.csv`` (``user_id``, ``userID``) and
+  ``i_id_mapping.csv`` (``asin``, ``itemID``), the original ids are attached as lists of
+  strings ``data['user'].raw_id`` / ``data['item'].raw_id`` (entry ``i`` = id of node ``i``).
+  An unreadable or inconsistent map only warns: the maps are never needed for training.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -43,6 +48,7 @@ __all__ = [
     "read_mmrec",
     "write_mmrec",
     "find_inter_file",
+    "read_id_map",
     "item_features",
     "describe",
 ]
@@ -51,6 +57,8 @@ REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 EDGE_TYPE = ("user", "rates", "item")
 REV_EDGE_TYPE = ("item", "rated_by", "user")
 FEATURE_SUFFIX = "_feat.npy"
+#: MMRec's id map files: file name -> (node type, column of the 0-based id).
+ID_MAP_FILES = {"u_id_mapping.csv": ("user", "userID"), "i_id_mapping.csv": ("item", "itemID")}
 
 
 class DatasetFormatError(ValueError):
@@ -267,11 +275,45 @@ def _read_features(path: Path, num_items: int) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 
 
+def read_id_map(path: Path, id_column: str, num_nodes: int) -> list[str]:
+    """Read one MMRec id map (tab- or comma-separated, with a header).
+
+    Returns the original ids as strings, entry ``i`` being the id mapped to ``i``.
+
+    Raises:
+        DatasetFormatError: if the file lacks ``id_column`` or a second column, or its ids are
+            not exactly ``0 .. num_nodes - 1``.
+    """
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    sep = "\t" if "\t" in first else ","
+    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    others = [c for c in df.columns if c != id_column]
+    if id_column not in df.columns or len(others) != 1:
+        raise DatasetFormatError(
+            f"{path}: expected two columns, the original id and {id_column}, found "
+            f"{list(df.columns)}"
+        )
+    ids = pd.to_numeric(df[id_column], errors="coerce")
+    if ids.isna().any() or len(ids) != num_nodes or set(ids.astype(np.int64)) != set(
+        range(num_nodes)
+    ):
+        raise DatasetFormatError(
+            f"{path}: {id_column} must list every id 0 .. {num_nodes - 1} exactly once "
+            f"({len(ids)} rows found)"
+        )
+    out = [""] * num_nodes
+    for i, raw in zip(ids.astype(np.int64), df[others[0]], strict=True):
+        out[i] = raw
+    return out
+
+
 def read_mmrec(
     folder: str | os.PathLike,
     name: str | None = None,
     modalities: Sequence[str] | None = None,
     filter_cold_start_users: bool = True,
+    id_maps: bool = True,
 ) -> HeteroData:
     """Read an MMRec-format dataset folder into a validated :class:`HeteroData`.
 
@@ -282,13 +324,15 @@ def read_mmrec(
             ``*_feat.npy`` in the folder (sorted by name); ``[]`` loads none.
         filter_cold_start_users: Drop validation/test rows of users without training rows
             (the MMRec protocol does).
+        id_maps: Attach the original ids from ``u_id_mapping.csv`` / ``i_id_mapping.csv`` as
+            ``data['user'].raw_id`` / ``data['item'].raw_id`` when the files exist.
 
     Returns:
         A :class:`HeteroData` with node types ``user`` and ``item`` (``num_nodes`` set),
         training edges ``('user', 'rates', 'item')`` and ``('item', 'rated_by', 'user')``,
         ``val_edge_index`` / ``test_edge_index`` on the ``('user', 'rates', 'item')`` store,
         item features ``data['item'][f'x_{m}']`` (float32) for each modality ``m`` in
-        ``data.modalities``, and ``data.name``.
+        ``data.modalities``, ``data.name``, and ``raw_id`` lists when id maps are found.
 
     Raises:
         DatasetFormatError: naming the file and the problem, for a missing folder or file,
@@ -354,6 +398,15 @@ def read_mmrec(
     for modality in modalities:
         path = folder / f"{modality}{FEATURE_SUFFIX}"
         data["item"][f"x_{modality}"] = _read_features(path, num_items)
+    if id_maps:
+        sizes = {"user": num_users, "item": num_items}
+        for file, (node_type, column) in ID_MAP_FILES.items():
+            path = folder / file
+            if path.is_file():
+                try:
+                    data[node_type].raw_id = read_id_map(path, column, sizes[node_type])
+                except (DatasetFormatError, ValueError, OSError) as exc:
+                    warnings.warn(f"ignoring id map: {exc}", stacklevel=2)
     return data
 
 

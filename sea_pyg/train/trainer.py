@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from sea_pyg.data.mmrec import EDGE_TYPE
 from sea_pyg.data.sampler import BPRSampler
 from sea_pyg.models.base import Recommender
+from sea_pyg.train.checkpoint import dataset_metadata
 from sea_pyg.train.metrics import METRICS, evaluate_ranking
 
 __all__ = [
@@ -206,8 +207,9 @@ class Trainer:
     ``patience + 1`` consecutive non-improving epochs, after a non-finite loss, or at the epoch cap.
 
     With ``output_dir`` set, the trainer writes (atomically) ``best.pt`` (model weights at the
-    best epoch), ``last.pt`` (everything needed to resume after a crash) and ``results.json``.
-    Checkpoints load with ``torch.load(path, weights_only=True)``.
+    best epoch, the model's registry description and the dataset's metadata: a saved model that
+    :func:`sea_pyg.load_model` rebuilds), ``last.pt`` (everything needed to resume after a
+    crash) and ``results.json``. Checkpoints load with ``torch.load(path, weights_only=True)``.
 
     Args:
         model: The recommender.
@@ -232,6 +234,7 @@ class Trainer:
         self.num_users = int(data["user"].num_nodes)
         self.num_items = int(data["item"].num_nodes)
         self.dataset_name = str(getattr(data, "name", "unknown"))
+        self.dataset_meta = dataset_metadata(data)
         self.train_edge_index = store.edge_index.to(self.device)
         self.val_edge_index = store.val_edge_index.to(self.device)
         self.test_edge_index = store.test_edge_index.to(self.device)
@@ -303,6 +306,7 @@ class Trainer:
             "model_info": self.model_info,
             "config": _jsonable(asdict(self.config)),
             "model": self.model.state_dict(),
+            "dataset": self.dataset_meta,
             "optimizer": self.optimizer.state_dict(),
             "auxiliary": self.model.auxiliary_state_dict(),
             "epoch": self.epoch,
@@ -463,6 +467,7 @@ class Trainer:
                             "version": CHECKPOINT_VERSION,
                             "model_info": self.model_info,
                             "model": self.model.state_dict(),
+                            "dataset": self.dataset_meta,
                             "epoch": epoch,
                             "valid": valid,
                             "test": self.best_test,
