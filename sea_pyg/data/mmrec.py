@@ -295,8 +295,10 @@ def read_id_map(path: Path, id_column: str, num_nodes: int) -> list[str]:
             f"{list(df.columns)}"
         )
     ids = pd.to_numeric(df[id_column], errors="coerce")
-    if ids.isna().any() or len(ids) != num_nodes or set(ids.astype(np.int64)) != set(
-        range(num_nodes)
+    if (
+        ids.isna().any()
+        or len(ids) != num_nodes
+        or set(ids.astype(np.int64)) != set(range(num_nodes))
     ):
         raise DatasetFormatError(
             f"{path}: {id_column} must list every id 0 .. {num_nodes - 1} exactly once "

@@ -88,8 +88,12 @@ ASIN_BYTES = 10
 
 _TEXT_EXTRA = 'pip install "sea-pyg[text]"'
 _INTER_COLUMNS = ["user", "item", "rating", "timestamp"]
-_REVIEW_FIELDS = {"reviewerID": "user", "asin": "item", "overall": "rating",
-                  "unixReviewTime": "timestamp"}  # fmt: skip
+_REVIEW_FIELDS = {
+    "reviewerID": "user",
+    "asin": "item",
+    "overall": "rating",
+    "unixReviewTime": "timestamp",
+}
 _ASIN_RE = re.compile(r"""["']asin["']\s*:\s*["']([^"']*)["']""")
 
 
@@ -461,8 +465,7 @@ def encode_text(
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise ImportError(
-            f"encoding item text needs sentence-transformers, which is not installed: "
-            f"{_TEXT_EXTRA}"
+            f"encoding item text needs sentence-transformers, which is not installed: {_TEXT_EXTRA}"
         ) from None
     path = default_text_model_path() if model is None else str(model)
     local = Path(path).is_dir()
@@ -535,8 +538,13 @@ def read_image_features(
             f"wrong image dimension?"
         )
     total = None if gz else size // record
-    bar = tqdm(total=total, desc=f"reading {path.name}", unit=" records", disable=not progress,
-               file=sys.stderr)  # fmt: skip
+    bar = tqdm(
+        total=total,
+        desc=f"reading {path.name}",
+        unit=" records",
+        disable=not progress,
+        file=sys.stderr,
+    )
     done = 0
     try:
         with _open_binary(path) as f:
@@ -790,10 +798,18 @@ def prepare_amazon(
     asins = i_map["asin"].tolist()
     counts = np.bincount(inter["x_label"].to_numpy(), minlength=3)
     report = PrepareReport(
-        name=name, folder=str(out), k=k, seed=seed, users=len(u_map), items=len(i_map),
-        interactions=len(inter), train=int(counts[0]), valid=int(counts[1]), test=int(counts[2]),
+        name=name,
+        folder=str(out),
+        k=k,
+        seed=seed,
+        users=len(u_map),
+        items=len(i_map),
+        interactions=len(inter),
+        train=int(counts[0]),
+        valid=int(counts[1]),
+        test=int(counts[2]),
         kcore=asdict(kstats),
-    )  # fmt: skip
+    )
     say(
         f"{kstats.rows} interactions, {kstats.users} users, {kstats.items} items after the "
         f"{k}-core filter"
@@ -810,9 +826,13 @@ def prepare_amazon(
         model_name = str(text_model) if text_model is not None else default_text_model_path()
         say(f"encoding {len(asins)} item texts with {text_model or DEFAULT_TEXT_MODEL}")
         features["text"] = encode_text(
-            item_sentences(asins, metadata), model_name, batch_size=batch_size, device=device,
-            allow_download=allow_download, progress=progress,
-        )  # fmt: skip
+            item_sentences(asins, metadata),
+            model_name,
+            batch_size=batch_size,
+            device=device,
+            allow_download=allow_download,
+            progress=progress,
+        )
         report.text_model = str(text_model) if text_model is not None else DEFAULT_TEXT_MODEL
         report.text_dim = int(features["text"].shape[1])
 

@@ -320,7 +320,6 @@ def recommend(
     raw_users, raw_items = _raw_ids(data, "user"), _raw_ids(data, "item")
     user_ids = [raw_users[u] if raw_users else str(u) for u in index.tolist()]
     item_ids = [
-        [raw_items[i] if raw_items else str(i) for i in row if i >= 0]
-        for row in top_items.tolist()
+        [raw_items[i] if raw_items else str(i) for i in row if i >= 0] for row in top_items.tolist()
     ]
     return Recommendations(index, top_items, top_scores, user_ids, item_ids)
