@@ -6,6 +6,11 @@ Everything here takes explicit tensors and sizes; nothing knows a dataset or a f
 from sea_pyg.nn.conv import LightGCNPropagation, SymLGConv, bipartite_norm_adj, symmetric_spmm
 from sea_pyg.nn.encoders import ModalGCNEncoder, ProjectionHead
 from sea_pyg.nn.fused import linear_then_consumers
+from sea_pyg.nn.graph import (
+    degree_sensitive_edge_pruning,
+    degree_sensitive_edge_weights,
+    unique_edges,
+)
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, knn_adjacency
 from sea_pyg.nn.losses import (
     CLUB,
@@ -27,6 +32,9 @@ __all__ = [
     "symmetric_spmm",
     "SymLGConv",
     "LightGCNPropagation",
+    "unique_edges",
+    "degree_sensitive_edge_weights",
+    "degree_sensitive_edge_pruning",
     "cosine_knn",
     "knn_adjacency",
     "ItemKNNGraph",
