@@ -1,9 +1,11 @@
 import json
 
 import pytest
+import torch
 
 from sea_pyg.cli import main
 from sea_pyg.data import load_synthetic
+from sea_pyg.train import build_model
 
 
 def test_synth_info_train_resume(tmp_path, capsys):
@@ -67,3 +69,17 @@ def test_builtin_synthetic_is_cached_and_read_through_the_reader(tmp_path, monke
         again["user", "rates", "item"].edge_index == data["user", "rates", "item"].edge_index
     ).all()
     assert data.modalities == ["image", "text"]
+
+
+@pytest.mark.parametrize("model", ["vbpr", "freedom", "bm3"])
+def test_train_multimodal_baselines_from_the_cli(model, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
+    out = tmp_path / model
+    args = ["train", "--model", model, "--synthetic", "tiny", "--epochs", "2"]
+    assert main([*args, "--out", str(out), "--no-progress", "--batch-size", "128"]) == 0
+    assert f"{model} test metrics at the best validation epoch" in capsys.readouterr().out
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"]["name"] == model and res["epochs_run"] == 2
+    # the best checkpoint reloads into a freshly built model
+    fresh, _, _ = build_model(model, load_synthetic("tiny"), **res["model"]["hparams"])
+    fresh.load_state_dict(torch.load(out / "best.pt", weights_only=True)["model"])

@@ -4,6 +4,13 @@ Everything here takes explicit tensors and sizes; nothing knows a dataset or a f
 """
 
 from sea_pyg.nn.conv import LightGCNPropagation, SymLGConv, bipartite_norm_adj, symmetric_spmm
+from sea_pyg.nn.encoders import ModalGCNEncoder, ProjectionHead
+from sea_pyg.nn.fused import linear_then_consumers
+from sea_pyg.nn.graph import (
+    degree_sensitive_edge_pruning,
+    degree_sensitive_edge_weights,
+    unique_edges,
+)
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, knn_adjacency
 from sea_pyg.nn.losses import (
     CLUB,
@@ -18,12 +25,16 @@ from sea_pyg.nn.losses import (
     negative_l2_loss,
     solosim_loss,
 )
+from sea_pyg.nn.separate import SeparateLearning
 
 __all__ = [
     "bipartite_norm_adj",
     "symmetric_spmm",
     "SymLGConv",
     "LightGCNPropagation",
+    "unique_edges",
+    "degree_sensitive_edge_weights",
+    "degree_sensitive_edge_pruning",
     "cosine_knn",
     "knn_adjacency",
     "ItemKNNGraph",
@@ -38,4 +49,8 @@ __all__ = [
     "InfoNCE",
     "negative_l2_loss",
     "NegativeL2",
+    "ModalGCNEncoder",
+    "ProjectionHead",
+    "linear_then_consumers",
+    "SeparateLearning",
 ]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 from sea_pyg.data.mmrec import EDGE_TYPE
 from sea_pyg.data.sampler import BPRSampler
 from sea_pyg.models.base import Recommender
+from sea_pyg.optim import adam
 from sea_pyg.train.checkpoint import dataset_metadata
 from sea_pyg.train.metrics import METRICS, evaluate_ranking
 
@@ -253,8 +254,8 @@ class Trainer:
             generator=self.generator,
             device=self.device,
         )
-        self.optimizer = torch.optim.Adam(
-            list(self.model.optimizer_parameters()),
+        self.optimizer = adam(
+            self.model.optimizer_parameters(),
             lr=self.config.lr,
             weight_decay=self.config.weight_decay,
         )

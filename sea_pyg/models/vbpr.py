@@ -1,0 +1,168 @@
+"""VBPR (He & McAuley, 2016) as in MMRec, for any number of item modalities."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sea_pyg.models._multimodal import batch_item_rows, check_features
+from sea_pyg.models.base import Recommender
+from sea_pyg.nn.losses import bpr_loss, emb_loss
+
+__all__ = ["VBPR"]
+
+
+class VBPR(Recommender):
+    r"""Visual BPR with MMRec's architecture, loss and initialisation.
+
+    Every item has a free ID embedding :math:`\mathbf{q}_i \in \mathbb{R}^{d}` and a content
+    embedding obtained by **one** Linear layer over the concatenation of its (frozen) raw
+    features of all modalities; every user has one free vector of size :math:`2d`:
+
+    .. math::
+        \mathbf{f}_i = W \,[\mathbf{x}^{m_1}_i \,\|\, \dots \,\|\, \mathbf{x}^{m_M}_i] + \mathbf{b}
+        = \sum_{m} \underbrace{W_m \mathbf{x}^m_i}_{\mathbf{r}^m_i} + \mathbf{b}, \qquad
+        \mathbf{e}_i = [\mathbf{q}_i \,\|\, \mathbf{f}_i] \in \mathbb{R}^{2d}, \qquad
+        \hat{y}_{ui} = \mathbf{p}_u^\top \mathbf{e}_i
+
+    where :math:`W = [W_{m_1}, \dots, W_{m_M}]` is split by columns per modality. The
+    per-modality terms :math:`\mathbf{r}^m_i = W_m \mathbf{x}^m_i` (no bias) are the
+    modality representations before fusion (:meth:`modal_item_representations`); fusion is
+    their sum plus the bias, which is exactly MMRec's ``item_linear(concat(features))``.
+
+    Loss (MMRec ``BPRLoss`` + ``EmbLoss`` on the :math:`2d`-dimensional batch rows):
+
+    .. math::
+        \mathcal{L} = -\frac{1}{B}\sum_{(u,i,j)} \ln\big(10^{-10} + \sigma(\hat{y}_{ui}
+        - \hat{y}_{uj})\big) + \lambda\,\frac{\|P_b\|_F + \|E_{i,b}\|_F + \|E_{j,b}\|_F}{B}
+
+    Initialisation as in MMRec: :math:`\mathbf{p}_u` and :math:`\mathbf{q}_i` ``xavier_uniform_``;
+    :math:`W` ``xavier_normal_`` over the **whole** fused fan-in :math:`\sum_m F_m`, bias 0.
+    MMRec's dropout has ``p = 0`` and is omitted.
+
+    Args:
+        num_users: Number of users ``U``.
+        features: ``{modality: (N, F_m) tensor}``, row ``i`` = item ``i``. Stored as
+            non-persistent buffers (frozen, not saved in checkpoints); the column order of
+            :math:`W` follows the mapping's order (MMRec: text, then image).
+        embedding_dim: :math:`d` (MMRec ``embedding_size``: 64); users get :math:`2d`.
+        reg_weight: :math:`\lambda` (MMRec grid: 2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5).
+
+    Shapes:
+        - :meth:`embeddings`: users ``(U, 2d)``, items ``(N, 2d)``
+        - :meth:`modal_item_representations`: ``{m: (N, d)}``
+    """
+
+    def __init__(
+        self,
+        num_users: int,
+        features: Mapping[str, Tensor],
+        embedding_dim: int = 64,
+        reg_weight: float = 1e-4,
+    ) -> None:
+        super().__init__()
+        if embedding_dim < 1:
+            raise ValueError(f"`embedding_dim` must be >= 1, got {embedding_dim}")
+        feats = check_features(features)
+        num_items = next(iter(feats.values())).size(0)
+        self.num_users, self.num_items = int(num_users), int(num_items)
+        self.embedding_dim = embedding_dim
+        self.reg_weight = reg_weight
+        self.modalities = list(feats)
+        self.feature_dims = {m: int(x.size(1)) for m, x in feats.items()}
+        for m, x in feats.items():
+            self.register_buffer(f"feat_{m}", x, persistent=False)
+        self.user_emb = nn.Embedding(num_users, 2 * embedding_dim)
+        self.item_emb = nn.Embedding(num_items, embedding_dim)
+        self.item_linear = nn.Linear(sum(self.feature_dims.values()), embedding_dim)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.xavier_uniform_(self.user_emb.weight)
+        nn.init.xavier_uniform_(self.item_emb.weight)
+        nn.init.xavier_normal_(self.item_linear.weight)
+        nn.init.zeros_(self.item_linear.bias)
+
+    def feature(self, modality: str) -> Tensor:
+        """The raw ``(N, F_m)`` features of ``modality``."""
+        return getattr(self, f"feat_{modality}")
+
+    def _weight_blocks(self) -> dict[str, Tensor]:
+        blocks, start = {}, 0
+        for m in self.modalities:
+            dim = self.feature_dims[m]
+            blocks[m] = self.item_linear.weight[:, start : start + dim]
+            start += dim
+        return blocks
+
+    def modal_item_representations(self, items: Tensor | None = None) -> dict[str, Tensor]:
+        r"""Per-modality item representations before fusion, :math:`\mathbf{r}^m = X_m W_m^\top`.
+
+        Computed afresh from the current parameters, with autograd attached (gradients reach
+        :math:`W`). Their sum plus the bias is the content half of the item embedding.
+
+        Args:
+            items: Item ids to compute (default: all ``N`` items).
+
+        Returns:
+            ``{modality: (len(items) or N, d)}``.
+        """
+        out = {}
+        for m, w in self._weight_blocks().items():
+            x = self.feature(m)
+            out[m] = F.linear(x if items is None else x[items], w)
+        return out
+
+    def _fuse(self, modal: Mapping[str, Tensor]) -> Tensor:
+        return sum(modal.values()) + self.item_linear.bias
+
+    def forward(self) -> tuple[Tensor, Tensor]:
+        """User ``(U, 2d)`` and item ``(N, 2d)`` embeddings."""
+        content = self._fuse(self.modal_item_representations())
+        return self.user_emb.weight, torch.cat([self.item_emb.weight, content], dim=-1)
+
+    def _forward_train(self, batch: Tensor, all_modal_items: bool = False) -> dict:
+        """Everything the loss needs for a ``(3, B)`` batch.
+
+        Returns a dict with ``user``, ``pos``, ``neg`` (``(B, 2d)`` batch rows), ``modal``
+        (``{m: (R, d)}`` per-modality representations at item ids ``modal_items``; ``None``
+        means all ``N`` items, which ``all_modal_items=True`` forces so that an extra loss over
+        all items can reuse them).
+        """
+        users, pos, neg = batch
+        rows, index = batch_item_rows(torch.cat([pos, neg]), all_modal_items)
+        modal = self.modal_item_representations(rows)
+        content = self._fuse(modal)[index]
+        ids = self.item_emb(torch.cat([pos, neg]))
+        items = torch.cat([ids, content], dim=-1)
+        b = users.numel()
+        return {
+            "user": self.user_emb(users),
+            "pos": items[:b],
+            "neg": items[b:],
+            "modal": modal,
+            "modal_items": rows,
+        }
+
+    def _loss_terms(self, out: dict) -> dict[str, Tensor]:
+        u, p, n = out["user"], out["pos"], out["neg"]
+        terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="mmrec")}
+        if self.reg_weight:
+            terms["reg"] = self.reg_weight * emb_loss(u, p, n)
+        return terms
+
+    def loss(self, batch: Tensor) -> dict[str, Tensor]:
+        return self._loss_terms(self._forward_train(batch))
+
+    def embeddings(self) -> tuple[Tensor, Tensor]:
+        return self.forward()
+
+    def extra_repr(self) -> str:
+        dims = ", ".join(f"{m}={d}" for m, d in self.feature_dims.items())
+        return (
+            f"num_users={self.num_users}, num_items={self.num_items}, features=({dims}), "
+            f"embedding_dim={self.embedding_dim}, reg_weight={self.reg_weight}"
+        )
