@@ -80,20 +80,52 @@ def linear_then_consumers(
     if not fused:
         t = linear(x)
         return [t[:, a:b] if c is None else c(t[:, a:b]) for c, (a, b) in consumers]
+    return _fused(x, linear, consumers)
+
+
+def _fused(x: Tensor, linear: nn.Linear, consumers: Sequence[Consumer]) -> list[Tensor]:
+    # Cut the output columns of `linear` at every consumer boundary. Each segment's rows of W
+    # are multiplied once with the stacked column blocks of all consumers reading it, so the
+    # backward pass produces W's gradient as one concatenation (no zero-filled full-size
+    # gradients per slice) and the weight products have a wide inner dimension.
     w, bias = linear.weight, linear.bias
+    cuts = sorted({0, linear.out_features} | {c for _, r in consumers for c in r})
+    segments = list(zip(cuts[:-1], cuts[1:], strict=True))
+    w_segs = dict(zip(segments, w.split([b - a for a, b in segments]), strict=True))
+    # per consumer: list of (D_in, o_k) contributions
+    parts: list[list[Tensor]] = [[] for _ in consumers]
+    for seg in segments:
+        s0, s1 = seg
+        blocks, owners = [], []
+        for k, (layer, (a, b)) in enumerate(consumers):
+            if a <= s0 and s1 <= b:
+                if layer is None:
+                    # identity consumer: its matrix is W's rows of this segment, placed at
+                    # the segment's offset among the consumer's own columns
+                    parts[k].append((s0 - a, w_segs[seg].t()))
+                else:
+                    blocks.append(layer.weight[:, s0 - a : s1 - a])
+                    owners.append(k)
+        if not blocks:
+            continue
+        prod = w_segs[seg].t() @ torch.cat(blocks).t()  # (D_in, sum of o_k)
+        for k, piece in zip(owners, prod.split([blk.size(0) for blk in blocks], dim=1),
+                            strict=True):
+            parts[k].append((None, piece))
     mats, biases, sizes = [], [], []
-    for layer, (a, b) in consumers:
-        w_s = w[a:b]  # (|s|, D_in)
-        b_s = bias[a:b] if bias is not None else None
+    for k, (layer, (a, b)) in enumerate(consumers):
         if layer is None:
-            mats.append(w_s.t())
-            biases.append(b_s if b_s is not None else w_s.new_zeros(b - a))
+            mats.append(torch.cat([m for _, m in sorted(parts[k], key=lambda t: t[0])], dim=1))
+            biases.append(bias[a:b] if bias is not None else w.new_zeros(b - a))
             sizes.append(b - a)
             continue
-        mats.append(w_s.t() @ layer.weight.t())  # (D_in, o_k)
-        cb = layer.bias if layer.bias is not None else w_s.new_zeros(layer.out_features)
-        if b_s is not None:
-            cb = torch.addmv(cb, layer.weight, b_s)
+        mat = parts[k][0][1]
+        for _, piece in parts[k][1:]:
+            mat = mat + piece
+        mats.append(mat)
+        cb = layer.bias if layer.bias is not None else w.new_zeros(layer.out_features)
+        if bias is not None:
+            cb = torch.addmv(cb, layer.weight, bias[a:b])
         biases.append(cb)
         sizes.append(layer.out_features)
     out = torch.addmm(torch.cat(biases), x, torch.cat(mats, dim=1))

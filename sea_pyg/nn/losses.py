@@ -493,15 +493,23 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
 
     Only ``q``, ``k`` and one log-sum-exp per row are saved; the backward pass recomputes each
     chunk's softmax :math:`P` and uses :math:`\partial \mathcal{L} / \partial \text{logits} =
-    (P - \text{onehot}(t)) / M`.
+    (P - \text{onehot}(t)) / M`, with the one-hot part applied to the small factors
+    (:math:`P \mathbf{K} - \mathbf{K}_{t}` and a scatter-add of :math:`\mathbf{q}` rows) so
+    that each chunk of logits is touched by one matmul, one in-place ``exp`` and the products.
+
+    If ``bound`` is given, every logit is known to lie in ``[-bound, bound]`` (unit-norm rows:
+    ``bound = 1 / tau``); the log-sum-exp then uses the fixed shift ``bound`` instead of a
+    per-row maximum (no overflow or underflow while ``2 * bound < 80``).
     """
 
     @staticmethod
-    def _logits(q_chunk: Tensor, k: Tensor, exclude_chunk: Tensor | None, tau: float) -> Tensor:
-        logits = (q_chunk @ k.T).div_(tau)
+    def _shifted_exp(qs: Tensor, kt: Tensor, shift: Tensor, exclude_chunk: Tensor | None
+                     ) -> Tensor:
+        # exp(q k^T / tau - shift), shift broadcast over columns; one matmul + one exp pass
+        prob = torch.addmm(shift.neg().unsqueeze(-1), qs, kt).exp_()
         if exclude_chunk is not None:
-            logits.scatter_(1, exclude_chunk.unsqueeze(1), float("-inf"))
-        return logits
+            prob.scatter_(1, exclude_chunk.unsqueeze(1), 0.0)
+        return prob
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -512,22 +520,29 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         exclude: Tensor | None,
         tau: float,
         chunk_size: int,
+        bound: float | None,
     ) -> Tensor:
         m = q.size(0)
         lse = q.new_empty(m)
-        total = q.new_zeros(())
+        qs = q * (1.0 / tau)
+        kt = k.t()
         for start in range(0, m, chunk_size):
             end = min(start + chunk_size, m)
             ex = None if exclude is None else exclude[start:end]
-            logits = _ChunkedRowCrossEntropy._logits(q[start:end], k, ex, tau)
-            lse_chunk = torch.logsumexp(logits, dim=1)
-            lse[start:end] = lse_chunk
-            pos = logits.gather(1, target[start:end].unsqueeze(1)).squeeze(1)
-            total = total + (lse_chunk - pos).sum()
+            if bound is not None:
+                shift = q.new_full((end - start,), bound)
+                prob = _ChunkedRowCrossEntropy._shifted_exp(qs[start:end], kt, shift, ex)
+                lse[start:end] = prob.sum(dim=1).log_().add_(bound)
+            else:
+                logits = qs[start:end] @ kt
+                if ex is not None:
+                    logits.scatter_(1, ex.unsqueeze(1), float("-inf"))
+                lse[start:end] = torch.logsumexp(logits, dim=1)
+        pos = (qs * k[target]).sum(dim=1)
         ctx.save_for_backward(q, k, lse, target, exclude)
         ctx.tau = tau
         ctx.chunk_size = chunk_size
-        return total / m
+        return (lse - pos).mean()
 
     @staticmethod
     @once_differentiable
@@ -540,20 +555,23 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         if need_q or need_k:
             m = q.size(0)
             coef = grad_out / (m * tau)
+            qs = q * (1.0 / tau)
+            kt = k.t()
             for start in range(0, m, chunk_size):
                 end = min(start + chunk_size, m)
                 ex = None if exclude is None else exclude[start:end]
-                q_chunk = q[start:end]
-                logits = _ChunkedRowCrossEntropy._logits(q_chunk, k, ex, tau)
-                prob = logits.sub_(lse[start:end].unsqueeze(1)).exp_()
-                rows = torch.arange(end - start, device=q.device)
-                prob[rows, target[start:end]] -= 1.0
-                prob.mul_(coef)
+                prob = _ChunkedRowCrossEntropy._shifted_exp(qs[start:end], kt, lse[start:end],
+                                                            ex)
                 if need_q:
                     grad_q[start:end] = prob @ k
                 if need_k:
-                    grad_k.addmm_(prob.T, q_chunk)
-        return grad_q, grad_k, None, None, None, None
+                    grad_k.addmm_(prob.t(), q[start:end])
+            # the one-hot part of (P - onehot(t))
+            if need_q:
+                grad_q.sub_(k[target]).mul_(coef)
+            if need_k:
+                grad_k.index_add_(0, target, q, alpha=-1.0).mul_(coef)
+        return grad_q, grad_k, None, None, None, None, None
 
 
 def _row_cross_entropy(
@@ -563,9 +581,11 @@ def _row_cross_entropy(
     exclude: Tensor | None,
     tau: float,
     chunk_size: int | None,
+    bounded: bool = False,
 ) -> Tensor:
     if chunk_size is not None:
-        return _ChunkedRowCrossEntropy.apply(q, k, target, exclude, tau, chunk_size)
+        bound = 1.0 / tau if bounded and 2.0 / tau < 80.0 else None
+        return _ChunkedRowCrossEntropy.apply(q, k, target, exclude, tau, chunk_size, bound)
     logits = (q @ k.T) / tau
     if exclude is not None:
         mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
@@ -589,7 +609,7 @@ def solosim_loss(
         a = F.normalize(a, dim=-1)
         b = F.normalize(b, dim=-1)
     target = torch.arange(a.size(0), device=a.device)
-    return _row_cross_entropy(a, b, target, None, temperature, chunk_size)
+    return _row_cross_entropy(a, b, target, None, temperature, chunk_size, bounded=normalize)
 
 
 class SoloSimLoss(torch.nn.Module):
@@ -665,7 +685,7 @@ def info_nce_loss(
     rows = torch.arange(2 * n if symmetric else n, device=a.device)
     target = (rows + n) % (2 * n)  # a_i -> b_i, b_i -> a_i
     q = z if symmetric else a
-    return _row_cross_entropy(q, z, target, rows, temperature, chunk_size)
+    return _row_cross_entropy(q, z, target, rows, temperature, chunk_size, bounded=normalize)
 
 
 class InfoNCE(torch.nn.Module):
