@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-DEFAULT_MODEL = "lightgcn"
+DEFAULT_MODEL = "sea"
 DEFAULT_SYNTHETIC = "small"
 
 
@@ -52,25 +52,29 @@ def _load_data(args: argparse.Namespace):
         raise SystemExit(f"sea-pyg: {exc}") from None
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from sea_pyg.data import describe
+#: Quick start (``sea-pyg train`` without --data/--synthetic): SEA-family models train at this
+#: learning rate for at most this many epochs unless --lr/--epochs are given. The paper's lr
+#: (1e-4) needs hundreds of epochs on the built-in data; a CPU quick start should take minutes.
+QUICK_START_LR = 1e-3
+QUICK_START_EPOCHS = 30
+QUICK_START_COMPARE = ["lightgcn"]
+
+
+def _train_one(args: argparse.Namespace, data, model_name: str, hparams: dict[str, Any],
+               overrides: dict[str, Any]) -> tuple[dict, dict, Any]:
     from sea_pyg.train import TrainConfig, Trainer, build_model, seed_everything
 
-    data = _load_data(args)
-    if not args.quiet:
-        print(describe(data), flush=True)
-    hparams = _parse_sets(args.set or [])
     seed_everything(args.seed)
     try:
-        model, info, train_defaults = build_model(args.model, data, **hparams)
+        model, info, train_defaults = build_model(model_name, data, **hparams)
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"sea-pyg: {exc}") from None
-    cfg_kwargs: dict[str, Any] = dict(train_defaults)
+    cfg_kwargs: dict[str, Any] = {**train_defaults, **overrides}
     for name in ("epochs", "lr", "batch_size", "patience", "eval_chunk_size", "device"):
         value = getattr(args, name)
         if value is not None:
             cfg_kwargs[name] = value
-    out = args.out
+    out = args.out if model_name == args.model else None
     if out is None:
         dataset = getattr(data, "name", "data")
         out = str(Path("runs") / f"{info['name']}-{dataset}-seed{args.seed}")
@@ -86,13 +90,56 @@ def cmd_train(args: argparse.Namespace) -> int:
         trainer = Trainer(model, data, config, model_info=info)
     except ValueError as exc:
         raise SystemExit(f"sea-pyg: {exc}") from None
+    if not args.quiet:
+        print(f"\n== {info['name']}: lr {config.lr}, at most {config.epochs} epochs, "
+              f"patience {config.patience} ==", flush=True)
     results = trainer.fit()
-    test = results["test"]
+    return results, info, config
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sea_pyg.data import describe
+
+    quick = args.data is None and args.synthetic is None
+    data = _load_data(args)
+    if not args.quiet:
+        print(describe(data), flush=True)
+    hparams = _parse_sets(args.set or [])
+    compare = list(args.compare) if args.compare is not None else (
+        QUICK_START_COMPARE if quick and args.model == DEFAULT_MODEL else [])
+    compare = [m for m in compare if m != args.model]
+
+    overrides: dict[str, Any] = {}
+    if quick and args.model.startswith("sea"):
+        overrides = {"lr": QUICK_START_LR, "epochs": QUICK_START_EPOCHS}
+        given = {k for k in overrides if getattr(args, k) is not None}
+        if not args.quiet and len(given) < len(overrides):
+            print(
+                f"quick start on the built-in data: {args.model} at lr {QUICK_START_LR} for at "
+                f"most {QUICK_START_EPOCHS} epochs (the paper's lr 1e-4 needs hundreds of "
+                "epochs here; pass --lr/--epochs, or --synthetic small for the full protocol)",
+                flush=True,
+            )
+
+    rows = []
+    results, info, config = _train_one(args, data, args.model, hparams, overrides)
+    rows.append((info["name"], results, config))
+    for other in compare:
+        res, inf, cfg = _train_one(args, data, other, {}, {})
+        rows.append((inf["name"], res, cfg))
+
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in config.topk]
-    print(f"\n{info['name']} test metrics at the best validation epoch ({results['best_epoch']}):")
-    print("  " + "  ".join(f"{k:>10s}" for k in keys))
-    print("  " + "  ".join(f"{test.get(k, float('nan')):10.4f}" for k in keys))
-    print(f"results: {Path(out) / 'results.json'}")
+    title = "test metrics at the best validation epoch"
+    print(f"\n{title}:" if len(rows) > 1 else
+          f"\n{info['name']} {title} ({results['best_epoch']}):")
+    width = max(len(r[0]) for r in rows) + 2
+    print(" " * width + "  ".join(f"{k:>10s}" for k in keys) + "  best epoch")
+    for name, res, _ in rows:
+        test = res["test"]
+        print(f"{name:<{width}s}" + "  ".join(f"{test.get(k, float('nan')):10.4f}" for k in keys)
+              + f"  {res['best_epoch']:>10d}")
+    for name, _, cfg in rows:
+        print(f"results ({name}): {Path(cfg.output_dir) / 'results.json'}")
     return 0
 
 
@@ -210,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-chunk-size", type=int, help="users scored at once (default 4096)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument(
+        "--compare",
+        nargs="*",
+        metavar="MODEL",
+        help="also train these models (same data, seed, protocol) and print them side by side "
+        "(default: lightgcn for the quick start, none otherwise)",
+    )
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     t.set_defaults(func=cmd_train)

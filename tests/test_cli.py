@@ -83,3 +83,33 @@ def test_train_multimodal_baselines_from_the_cli(model, tmp_path, monkeypatch, c
     # the best checkpoint reloads into a freshly built model
     fresh, _, _ = build_model(model, load_synthetic("tiny"), **res["model"]["hparams"])
     fresh.load_state_dict(torch.load(out / "best.pt", weights_only=True)["model"])
+
+
+def test_quick_start_trains_sea_beside_lightgcn(tmp_path, monkeypatch, capsys):
+    import sea_pyg.cli as cli
+
+    # the quick start uses the built-in data; use the tiny preset here to stay fast
+    monkeypatch.setattr(cli, "DEFAULT_SYNTHETIC", "tiny")
+    monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--epochs", "1", "--no-progress", "--set", "club_steps=2"]) == 0
+    out = capsys.readouterr().out
+    assert "quick start on the built-in data: sea at lr 0.001" in out
+    assert "== sea: lr 0.001, at most 1 epochs" in out
+    assert "== lightgcn: lr 0.001, at most 1 epochs" in out
+    table = out.split("test metrics at the best validation epoch:")[1].splitlines()
+    assert table[2].startswith("sea ") and table[3].startswith("lightgcn ")
+    assert (tmp_path / "runs" / "sea-tiny-seed999" / "results.json").is_file()
+    assert (tmp_path / "runs" / "lightgcn-tiny-seed999" / "results.json").is_file()
+    res = json.loads((tmp_path / "runs" / "sea-tiny-seed999" / "results.json").read_text())
+    assert res["model"]["name"] == "sea" and res["config"]["lr"] == 0.001
+
+
+def test_explicit_data_uses_the_model_defaults(tmp_path, capsys):
+    main(["synth", "tiny", str(tmp_path / "d")])
+    args = ["train", "--model", "sea-b", "--data", str(tmp_path / "d"), "--epochs", "1",
+            "--out", str(tmp_path / "r"), "--no-progress", "--compare", "mf"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "quick start" not in out and "== sea-b: lr 0.0001" in out
+    assert "== mf: lr 0.001" in out
