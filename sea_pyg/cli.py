@@ -70,7 +70,9 @@ def _train_one(args: argparse.Namespace, data, model_name: str, hparams: dict[st
     except (TypeError, ValueError) as exc:
         raise SystemExit(f"sea-pyg: {exc}") from None
     cfg_kwargs: dict[str, Any] = {**train_defaults, **overrides}
-    for name in ("epochs", "lr", "batch_size", "patience", "eval_chunk_size", "device"):
+    for name in (
+        "epochs", "lr", "batch_size", "patience", "eval_chunk_size", "device", "valid_metric"
+    ):
         value = getattr(args, name)
         if value is not None:
             cfg_kwargs[name] = value
@@ -99,6 +101,13 @@ def _train_one(args: argparse.Namespace, data, model_name: str, hparams: dict[st
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sea_pyg.data import describe
+    from sea_pyg.train.registry import sea_variant
+
+    if args.sea:
+        try:
+            args.model = sea_variant(args.model)
+        except ValueError as exc:
+            raise SystemExit(f"sea-pyg: {exc}") from None
 
     quick = args.data is None and args.synthetic is None
     data = _load_data(args)
@@ -246,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     models = ", ".join(f"{k} ({v.description})" for k, v in sorted(MODELS.items()))
     t = sub.add_parser("train", help="train a model under the MMRec protocol")
     t.add_argument("--model", default=DEFAULT_MODEL, help=f"model: {models}")
+    t.add_argument(
+        "--sea",
+        action="store_true",
+        help="add SEA's separate-learning module to the host model (vbpr -> vbpr+sea, "
+        "freedom -> freedom+sea)",
+    )
     _add_data_args(t)
     t.add_argument("--epochs", type=int, help="epoch cap (default 1000)")
     t.add_argument("--seed", type=int, default=999, help="seed of everything (default 999)")
@@ -255,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, help="training batch size (default 2048)")
     t.add_argument("--patience", type=int, help="early-stopping patience (default 20)")
     t.add_argument("--eval-chunk-size", type=int, help="users scored at once (default 4096)")
+    t.add_argument(
+        "--valid-metric", help="early-stopping metric, e.g. recall@50 (default recall@20)"
+    )
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="model hyper-parameter")
     t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     t.add_argument(

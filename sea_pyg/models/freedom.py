@@ -71,9 +71,16 @@ class FREEDOM(Recommender):
         \mathcal{L} = \mathrm{BPR}(\mathbf{e}_u, \mathbf{e}_i, \mathbf{e}_j)
         + \lambda \sum_m \mathrm{BPR}(\mathbf{e}_u, \mathbf{r}^m_i, \mathbf{r}^m_j)
 
-    The modality representations enter the scores only through :math:`\mathbf{S}`; they are
-    trained only by the :math:`\lambda` term (with :math:`\lambda = 0` they get no gradient and
-    are not computed in the loss).
+    The modality representations do not enter the scores (the modalities act only through
+    the frozen :math:`\mathbf{S}`, built from the raw features); they are trained only by the
+    :math:`\lambda` term (with :math:`\lambda = 0` they get no gradient and are not computed in
+    the loss).
+
+    **Variant** (not MMRec), ``fuse_modalities=True``: the mean of the modality representations
+    is added to every item embedding, :math:`\mathbf{e}_i = \mathbf{I}_i + \mathbf{h}_i +
+    \frac{1}{M}\sum_m \mathbf{r}^m_i`, so that they (and any separate-learning loss on them,
+    see :class:`~sea_pyg.models.WithSeparateLearning`) shape the scores. All :math:`N` items
+    then go through :math:`T_m` at every step.
 
     Args:
         num_users: Number of users ``U``.
@@ -93,6 +100,8 @@ class FREEDOM(Recommender):
         dropout: Fraction :math:`p` of user-item edges pruned each epoch (MMRec grid: 0.8, 0.9).
         reg_weight: :math:`\lambda` (MMRec grid: 0, 1e-5, 1e-4, 1e-3).
         trainable_features: Keep MMRec's trainable raw feature tables (default) or freeze them.
+        fuse_modalities: Add the mean modality representation to the item embeddings (a
+            variant, not MMRec; default ``False``).
 
     Shapes:
         - :meth:`embeddings`: users ``(U, d)``, items ``(N, d)``
@@ -114,6 +123,7 @@ class FREEDOM(Recommender):
         dropout: float = 0.8,
         reg_weight: float = 0.0,
         trainable_features: bool = True,
+        fuse_modalities: bool = False,
     ) -> None:
         super().__init__()
         feats = check_features(features)
@@ -133,6 +143,7 @@ class FREEDOM(Recommender):
         self.embedding_dim, self.feat_embed_dim = embedding_dim, feat_embed_dim
         self.n_mm_layers, self.dropout, self.reg_weight = n_mm_layers, float(dropout), reg_weight
         self.modalities = list(feats)
+        self.fuse_modalities = bool(fuse_modalities)
 
         self.user_emb = nn.Embedding(num_users, embedding_dim)
         self.item_emb = nn.Embedding(num_items, embedding_dim)
@@ -193,14 +204,25 @@ class FREEDOM(Recommender):
         self.prune_edges()
 
     # ---- forward ------------------------------------------------------------------------------
-    def forward(self, adj: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """User ``(U, d)`` and item ``(N, d)`` embeddings on ``adj`` (default: the full graph)."""
+    def forward(
+        self, adj: Tensor | None = None, modal: Mapping[str, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """User ``(U, d)`` and item ``(N, d)`` embeddings on ``adj`` (default: the full graph).
+
+        ``modal``: the representations of all items, reused when ``fuse_modalities`` is set
+        (default: computed here).
+        """
         h = self.item_emb.weight
         for _ in range(self.n_mm_layers):
             h = self.item_graph(h)
         x = torch.cat([self.user_emb.weight, self.item_emb.weight])
         out = self.propagate(x, self.adj if adj is None else adj)
-        return out[: self.num_users], out[self.num_users :] + h
+        items = out[self.num_users :] + h
+        if self.fuse_modalities:
+            if modal is None:
+                modal = self.modal_item_representations()
+            items = items + torch.stack(list(modal.values())).mean(0)
+        return out[: self.num_users], items
 
     def modal_item_representations(self, items: Tensor | None = None) -> dict[str, Tensor]:
         r"""Per-modality item representations :math:`\mathbf{r}^m = T_m(\mathbf{x}^m)`.
@@ -226,18 +248,23 @@ class FREEDOM(Recommender):
         """Everything the loss needs for a ``(3, B)`` batch, on this epoch's pruned graph.
 
         Returns a dict with ``user``, ``pos``, ``neg`` (``(B, d)`` rows of the final
-        embeddings), and, when :math:`\\lambda \\neq 0` or ``all_modal_items`` is set,
+        embeddings), and, when :math:`\\lambda \\neq 0`, ``all_modal_items`` or
+        ``fuse_modalities`` is set,
         ``modal`` (``{m: (R, d_f)}`` at item ids ``modal_items``, ``None`` = all items) and
         ``modal_pos`` / ``modal_neg`` (``{m: (B, d_f)}``).
         """
         if self.train_adj is None:
             self.prune_edges()
         users, pos, neg = batch
-        user_all, item_all = self.forward(self.train_adj)
-        out: dict = {"user": user_all[users], "pos": item_all[pos], "neg": item_all[neg]}
-        if self.reg_weight or all_modal_items:
-            rows, index = batch_item_rows(torch.cat([pos, neg]), all_modal_items)
+        modal = None
+        if self.reg_weight or all_modal_items or self.fuse_modalities:
+            rows, index = batch_item_rows(
+                torch.cat([pos, neg]), all_modal_items or self.fuse_modalities
+            )
             modal = self.modal_item_representations(rows)
+        user_all, item_all = self.forward(self.train_adj, modal if self.fuse_modalities else None)
+        out: dict = {"user": user_all[users], "pos": item_all[pos], "neg": item_all[neg]}
+        if modal is not None:
             b = users.numel()
             out["modal"], out["modal_items"] = modal, rows
             out["modal_pos"] = {m: r[index[:b]] for m, r in modal.items()}
@@ -268,4 +295,5 @@ class FREEDOM(Recommender):
             f"num_users={self.num_users}, num_items={self.num_items}, features=({dims}), "
             f"embedding_dim={self.embedding_dim}, dropout={self.dropout}, "
             f"reg_weight={self.reg_weight}"
+            + (", fuse_modalities=True" if self.fuse_modalities else "")
         )

@@ -6,6 +6,7 @@ tensors and sizes, never a dataset or a file.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,10 +19,12 @@ from sea_pyg.models.bm3 import BM3
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
+from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.sea import SEA
 from sea_pyg.models.vbpr import VBPR
+from sea_pyg.nn.separate import SeparateLearning
 
-__all__ = ["ModelSpec", "MODELS", "build_model", "model_names"]
+__all__ = ["ModelSpec", "MODELS", "SEA_PLUGINS", "build_model", "model_names", "sea_variant"]
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ MODELS: dict[str, ModelSpec] = {
             "dropout": 0.8,
             "reg_weight": 0.0,
             "trainable_features": True,
+            "fuse_modalities": False,
         },
         description="FREEDOM: frozen item kNN graph + degree-sensitive edge pruning (MMRec)",
     ),
@@ -211,6 +215,113 @@ MODELS: dict[str, ModelSpec] = {
         description="BM3: self-supervised, no negatives, dropout target views (MMRec BM3)",
     ),
 }
+
+
+# ---- host + SEA (paper Table 3) ---------------------------------------------------------------
+#: Keyword arguments of SeparateLearning; the rest of a plug-in model's hparams go to the host.
+_SEPARATE_KEYS = (
+    "split", "alignment", "distancing", "align_weight", "dist_weight", "temperature",
+    "proj_hidden_dim", "proj_dim", "trans_dim", "club_hidden_dim", "club_scale",
+    "club_clamp_min", "club_estimator", "club_fit", "club_shared", "club_steps", "club_lr",
+    "chunk_size",
+)
+assert set(_SEPARATE_KEYS) == set(inspect.signature(SeparateLearning).parameters) - {"dims"}
+
+
+def _plugin_builder(host_build: Callable[..., Recommender]) -> Callable[..., Recommender]:
+    def build(data: HeteroData, **kw: Any) -> Recommender:
+        separate = {k: kw.pop(k) for k in _SEPARATE_KEYS if k in kw}
+        if separate.get("chunk_size") == "auto":
+            n = _sizes(data)[1]
+            separate["chunk_size"] = None if n <= 8192 else 2048
+        return WithSeparateLearning(host_build(data, **kw), **separate)
+
+    return build
+
+
+#: Separate-learning settings shared by the plug-in models (reference.md 4.8 and 5): 50/50
+#: split, SoloSim + CLUB, no trans layers (the CLUB reads the halves directly), CLUB hidden
+#: width 8, 50 inner steps at the model's learning rate (1e-3 for the MMRec hosts).
+_PLUGIN_SEPARATE: dict[str, Any] = {
+    "split": 0.5,
+    "alignment": "solosim",
+    "distancing": "club",
+    "trans_dim": None,
+    "club_hidden_dim": 8,
+    "club_scale": 0.5,
+    "club_clamp_min": 0.0,
+    "club_estimator": "sample",
+    "club_fit": "own",
+    "club_shared": False,
+    "club_steps": 50,
+    "club_lr": 1e-3,
+    "chunk_size": "auto",
+}
+
+#: host name -> its "+sea" model name (``sea-pyg train --model HOST --sea``).
+SEA_PLUGINS: dict[str, str] = {"vbpr": "vbpr+sea", "freedom": "freedom+sea"}
+
+# XVBPR (reference.md 5): reg_weight 2.0, alpha_contrast 0.1, explore_loss_coeff 0.01 (taken as
+# the CLUB weight), temp 0.1, heads 32 -> 64 -> 64 -> 32 on the 32/32 halves of the 64-d
+# per-modality representations. Here those are VBPR's own W_m x^m blocks (they feed the score).
+MODELS["vbpr+sea"] = ModelSpec(
+    "vbpr+sea",
+    _plugin_builder(_build_vbpr),
+    {
+        **MODELS["vbpr"].defaults,
+        "reg_weight": 2.0,
+        **_PLUGIN_SEPARATE,
+        "align_weight": 0.1,
+        "dist_weight": 0.01,
+        "temperature": 0.1,
+        "proj_hidden_dim": 64,
+        "proj_dim": 32,
+    },
+    description="VBPR+SEA (paper Table 3): VBPR + separate learning on its per-modality "
+    "content representations W_m x^m",
+)
+# XFREEDOM (reference.md 5): dropout 0.8, reg_weight 0, heads 32 -> 33 -> 33 -> 63 on the 32/32
+# halves of the 64-d T_m(x^m). The SEA weights and temperature are not in its log: the official
+# SEA defaults (0.012, 0.006, 0.2) are assumed.
+MODELS["freedom+sea"] = ModelSpec(
+    "freedom+sea",
+    _plugin_builder(_build_freedom),
+    {
+        **MODELS["freedom"].defaults,
+        **_PLUGIN_SEPARATE,
+        "align_weight": 0.012,
+        "dist_weight": 0.006,
+        "temperature": 0.2,
+        "proj_hidden_dim": 33,
+        "proj_dim": 63,
+    },
+    description="FREEDOM+SEA (paper Table 3): FREEDOM + separate learning on T_m(x^m) "
+    "(which do not feed the score unless fuse_modalities=true)",
+)
+
+
+def sea_variant(name: str) -> str:
+    """The ``+sea`` model name of host ``name`` (``"vbpr"`` -> ``"vbpr+sea"``).
+
+    Raises:
+        ValueError: when ``name`` has no separate-learning plug-in.
+    """
+    key = name.lower()
+    if key in SEA_PLUGINS.values():
+        return key
+    if key in SEA_PLUGINS:
+        return SEA_PLUGINS[key]
+    if key in SEA_PRESETS:
+        raise ValueError(
+            f"model {name!r} is SEA itself and already has separate learning; drop --sea"
+        )
+    hosts = ", ".join(sorted(SEA_PLUGINS))
+    raise ValueError(
+        f"model {name!r} has no SEA plug-in (--sea works with: {hosts}); "
+        "see docs/models.md, 'Host + SEA', to add one"
+    )
+
+
 for _name, (_changes, _desc) in SEA_PRESETS.items():
     MODELS[_name] = ModelSpec(
         _name, _build_sea, {**SEA_DEFAULTS, **_changes}, {"lr": 1e-4}, description=_desc
