@@ -61,6 +61,17 @@ def main() -> None:
         help="extra sea-pyg train argument for a model, e.g. 'freedom:--lr=0.001'",
     )
     p.add_argument("--workdir", default="runs/compare")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="skip runs already finished in --workdir (their results.json and compare.json)",
+    )
+    p.add_argument(
+        "--seed-major",
+        action="store_true",
+        help="run every model for the first seed, then the next seed, ... (a partial study "
+        "then covers all models)",
+    )
     p.add_argument("--markdown", help="also write the table to this file")
     args = p.parse_args()
 
@@ -72,49 +83,57 @@ def main() -> None:
     data_args = ["--data", args.data] if args.data else ["--synthetic", args.preset]
     dataset = Path(args.data).name if args.data else args.preset
 
-    rows = []
-    for model in args.models:
+    pairs = [(m, seed) for m in args.models for seed in args.seeds]
+    if args.seed_major:
+        pairs = [(m, seed) for seed in args.seeds for m in args.models]
+    done: dict[str, list[dict]] = {m: [] for m in args.models}
+    for model, seed in pairs:
         sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == model]
         extras = [s.split(":", 1)[1] for s in args.extra if s.split(":", 1)[0] == model]
-        runs = []
-        for seed in args.seeds:
-            out = workdir / f"{model}-{dataset}-seed{seed}"
-            cmd = [
-                sys.executable,
-                "-m",
-                "sea_pyg.cli",
-                "train",
-                "--model",
-                model,
-                *data_args,
-                "--seed",
-                str(seed),
-                "--out",
-                str(out),
-                "--quiet",
-                "--no-progress",
-            ]
-            if args.epochs:
-                cmd += ["--epochs", str(args.epochs)]
-            for s in sets:
-                cmd += ["--set", s]
-            cmd += extras
-            t0 = time.perf_counter()
-            code, rss = _run(cmd, workdir / f"{model}-{dataset}-seed{seed}.log", env)
-            wall = time.perf_counter() - t0
-            if code != 0:
-                print(f"{model} seed {seed} failed (exit {code}); see its .log", file=sys.stderr)
-                continue
+        out = workdir / f"{model}-{dataset}-seed{seed}"
+        side = out / "compare.json"  # peak RSS and wall time of a finished run
+        if args.reuse and side.is_file() and (out / "results.json").is_file():
             res = json.loads((out / "results.json").read_text())
-            res["peak_rss_mb"], res["wall"] = rss, wall
-            runs.append(res)
-            print(
-                f"  {model} seed {seed}: test recall@20 {res['test']['recall@20']:.4f}, "
-                f"best epoch {res['best_epoch']}, {wall:.0f} s",
-                flush=True,
-            )
-        if runs:
-            rows.append((model, runs))
+            res.update(json.loads(side.read_text()))
+            done[model].append(res)
+            print(f"  {model} seed {seed}: reused {out}", flush=True)
+            continue
+        cmd = [
+            sys.executable,
+            "-m",
+            "sea_pyg.cli",
+            "train",
+            "--model",
+            model,
+            *data_args,
+            "--seed",
+            str(seed),
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-progress",
+        ]
+        if args.epochs:
+            cmd += ["--epochs", str(args.epochs)]
+        for s in sets:
+            cmd += ["--set", s]
+        cmd += extras
+        t0 = time.perf_counter()
+        code, rss = _run(cmd, workdir / f"{model}-{dataset}-seed{seed}.log", env)
+        wall = time.perf_counter() - t0
+        if code != 0:
+            print(f"{model} seed {seed} failed (exit {code}); see its .log", file=sys.stderr)
+            continue
+        res = json.loads((out / "results.json").read_text())
+        res["peak_rss_mb"], res["wall"] = rss, wall
+        side.write_text(json.dumps({"peak_rss_mb": rss, "wall": wall}))
+        done[model].append(res)
+        print(
+            f"  {model} seed {seed}: test recall@20 {res['test']['recall@20']:.4f}, "
+            f"best epoch {res['best_epoch']}, {wall:.0f} s",
+            flush=True,
+        )
+    rows = [(m, runs) for m, runs in done.items() if runs]
 
     head = (
         ["model", "seeds"]
@@ -129,7 +148,8 @@ def main() -> None:
         cells += [_mean_std([r["test"][c] for r in runs]) for c in COLUMNS]
         cells.append(f"{statistics.mean(r['train_seconds_per_epoch'] for r in runs):.2f}")
         cells.append(f"{statistics.mean(r['best_epoch'] for r in runs):.0f}")
-        cells.append(f"{max(r['peak_rss_mb'] for r in runs):.0f}")
+        rss = [r["peak_rss_mb"] for r in runs if r.get("peak_rss_mb") is not None]
+        cells.append(f"{max(rss):.0f}" if rss else "-")
         lines.append("| " + " | ".join(cells) + " |")
     table = "\n".join(lines)
     header = (
