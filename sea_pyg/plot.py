@@ -90,18 +90,22 @@ class Run:
 
     @property
     def model(self) -> str:
+        """Registry name of the model."""
         return str(self.results.get("model", {}).get("name", "?"))
 
     @property
     def hparams(self) -> dict[str, Any]:
+        """The model's hyper-parameters."""
         return dict(self.results.get("model", {}).get("hparams", {}))
 
     @property
     def dataset(self) -> str:
+        """Dataset name."""
         return str(self.results.get("dataset", "?"))
 
     @property
     def seed(self) -> Any:
+        """Seed of the run (``config.seed``)."""
         return self.results.get("config", {}).get("seed")
 
     @property
