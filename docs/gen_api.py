@@ -73,7 +73,12 @@ def render() -> str:
         for name in mod.__all__:
             obj = getattr(mod, name)
             if inspect.isclass(obj):
-                lines += [f"### class `{name}{_signature(obj)}`", "", f"Defined in {_where(obj)}.", ""]
+                lines += [
+                    f"### class `{name}{_signature(obj)}`",
+                    "",
+                    f"Defined in {_where(obj)}.",
+                    "",
+                ]
                 lines += [_doc(obj), ""]
                 for mname, member in _members(obj):
                     if isinstance(member, property):
