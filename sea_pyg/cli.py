@@ -1,5 +1,5 @@
 """``sea-pyg``: prepare raw Amazon data, train models, recommend, write synthetic datasets,
-describe dataset folders."""
+describe dataset folders, plot figures from runs."""
 
 from __future__ import annotations
 
@@ -225,6 +225,41 @@ def cmd_recommend(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from sea_pyg import plot
+
+    try:
+        if args.figure == "curves":
+            out = plot.plot_curves(args.runs, args.out, labels=args.labels, metrics=args.metrics)
+        elif args.figure == "ablation":
+            out = plot.plot_ablation(
+                args.workdirs, args.out, models=args.models, metrics=args.metrics,
+                split=args.split, finished_only=not args.include_unfinished,
+            )
+        elif args.figure == "sensitivity":
+            out = plot.plot_sensitivity(
+                args.workdirs, args.param, args.out, metrics=args.metrics, split=args.split,
+                finished_only=not args.include_unfinished,
+            )
+        else:
+            from sea_pyg.train.checkpoint import load_model
+
+            if args.data is None and args.synthetic is None:
+                raise SystemExit(
+                    "sea-pyg: plot embeddings needs the run's dataset: --data FOLDER or "
+                    "--synthetic PRESET (with the --data-seed it was trained with)"
+                )
+            model = load_model(args.run, _load_data(args))
+            out = plot.plot_embeddings(
+                model, args.out, items=args.items, seed=args.seed, method=args.method,
+                parts=args.parts,
+            )
+    except (FileNotFoundError, ValueError, ImportError) as exc:
+        raise SystemExit(f"sea-pyg: {exc}") from None
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_info(args: argparse.Namespace) -> int:
     from sea_pyg.data import describe
 
@@ -242,6 +277,82 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--name", help="dataset name inside --data, if the folder has several")
     g.add_argument("--synthetic", help="synthetic preset: tiny, small, baby, sports, clothing")
     g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
+
+
+def _add_plot_parser(sub) -> None:
+    pl = sub.add_parser(
+        "plot",
+        help="figures from training runs (needs matplotlib: pip install \"sea-pyg[plot]\")",
+        description="Write a PNG figure from training runs: training curves, ablation bars, "
+        "hyper-parameter sensitivity, or a 2-D map of SEA's generic/unique item parts. Needs "
+        'matplotlib (pip install "sea-pyg[plot]").',
+    )
+    figs = pl.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--out", required=True, help="PNG file to write (atomically)")
+
+    def metrics(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--metrics", nargs="+", default=["recall@20", "ndcg@20"], metavar="METRIC",
+            help="metrics to plot (default: recall@20 ndcg@20)",
+        )
+
+    def runs_of(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "workdirs", nargs="+", metavar="WORKDIR",
+            help="work folders holding <model>-<dataset>-seed<k>/results.json "
+            "(benchmarks/compare_models.py --workdir)",
+        )
+        p.add_argument("--split", choices=["test", "valid"], default="test",
+                       help="test metrics at the best validation epoch (default) or the best "
+                       "validation metrics")
+        p.add_argument("--include-unfinished", action="store_true",
+                       help="also use runs still training (default: skip them)")
+
+    c = figs.add_parser("curves", help="loss terms and validation metrics per epoch",
+                        description="Loss terms and validation metrics per epoch of one or "
+                        "more runs, overlaid; best epoch starred.")
+    c.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders (holding results.json) or results.json files")
+    c.add_argument("--labels", nargs="+", help="legend labels, one per run (default: model)")
+    metrics(c)
+    common(c)
+
+    a = figs.add_parser("ablation", help="bars of test metrics per model (paper Figure 3)",
+                        description="Bars of test Recall@20 / NDCG@20 (mean ± std over seeds) "
+                        "per model from compare_models.py work folders.")
+    runs_of(a)
+    a.add_argument("--models", nargs="+", help="models to show, in this order (default: all)")
+    metrics(a)
+    common(a)
+
+    s = figs.add_parser("sensitivity", help="metric vs a hyper-parameter (paper Figure 4)",
+                        description="Metric against a hyper-parameter's value (read from each "
+                        "results.json: model hparams, then config), a line per model.")
+    runs_of(s)
+    s.add_argument("--param", action="append", required=True, metavar="NAME",
+                   help="hyper-parameter, e.g. align_weight (repeat for several rows)")
+    metrics(s)
+    common(s)
+
+    e = figs.add_parser(
+        "embeddings", help="2-D map of SEA's generic/unique item parts (paper Figures 5/6)",
+        description="Load a trained SEA (or +sea) model, take the generic and unique parts of "
+        "each modality (or its projections) for a seeded random sample of items and map them "
+        "to 2-D with t-SNE (scikit-learn) or PCA.",
+    )
+    e.add_argument("run", metavar="RUN", help="run folder (holding best.pt) or checkpoint")
+    _add_data_args(e)
+    e.add_argument("--items", type=int, default=200, help="items drawn (default 200)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the draw and t-SNE (default 0)")
+    e.add_argument("--method", choices=["auto", "tsne", "pca"], default="auto",
+                   help="auto: t-SNE if scikit-learn is installed, else PCA")
+    e.add_argument("--parts", choices=["auto", "gu", "z"], default="auto",
+                   help="gu: generic and unique parts (the distancing inputs); z: the alignment "
+                   "projections; auto: gu if the model has distancing, else z")
+    common(e)
+    pl.set_defaults(func=cmd_plot)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -367,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="cpu", help="torch device")
     r.add_argument("--json", action="store_true", help="print JSON with scores")
     r.set_defaults(func=cmd_recommend)
+
+    _add_plot_parser(sub)
 
     i = sub.add_parser("info", help="validate and describe a dataset folder")
     _add_data_args(i)

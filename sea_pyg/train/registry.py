@@ -329,6 +329,7 @@ for _name, (_changes, _desc) in SEA_PRESETS.items():
 
 
 def model_names() -> list[str]:
+    """The registered model names, sorted (what ``sea-pyg train --model`` accepts)."""
     return sorted(MODELS)
 
 
