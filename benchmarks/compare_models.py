@@ -67,6 +67,11 @@ def main() -> None:
         help="skip runs already finished in --workdir (their results.json and compare.json)",
     )
     p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="with --reuse: only tabulate finished runs, never start one",
+    )
+    p.add_argument(
         "--seed-major",
         action="store_true",
         help="run every model for the first seed, then the next seed, ... (a partial study "
@@ -97,6 +102,9 @@ def main() -> None:
             res.update(json.loads(side.read_text()))
             done[model].append(res)
             print(f"  {model} seed {seed}: reused {out}", flush=True)
+            continue
+        if args.table_only:
+            print(f"  {model} seed {seed}: no finished run in {out}; left out", flush=True)
             continue
         cmd = [
             sys.executable,
