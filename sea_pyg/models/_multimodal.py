@@ -1,13 +1,14 @@
-"""Small helpers shared by the multimodal models (argument checks, batch row bookkeeping)."""
+"""Small helpers shared by the multimodal models (argument checks, batch row bookkeeping,
+per-modality projections)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["check_features", "batch_item_rows"]
+__all__ = ["check_features", "batch_item_rows", "project_modalities"]
 
 
 def check_features(
@@ -63,3 +64,13 @@ def batch_item_rows(items: Tensor, all_items: bool) -> tuple[Tensor | None, Tens
         return None, items
     rows, index = torch.unique(items, return_inverse=True)
     return rows, index
+
+
+def project_modalities(
+    features: Mapping[str, Tensor], transforms: Mapping[str, nn.Module], items: Tensor | None
+) -> dict[str, Tensor]:
+    """``{m: transforms[m](features[m][items])}`` (all rows when ``items`` is ``None``)."""
+    return {
+        m: lin(features[m] if items is None else features[m][items])
+        for m, lin in transforms.items()
+    }

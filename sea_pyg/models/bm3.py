@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sea_pyg.models._multimodal import batch_item_rows, check_features
+from sea_pyg.models._multimodal import batch_item_rows, check_features, project_modalities
 from sea_pyg.models.base import Recommender
 from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.losses import emb_loss
@@ -144,11 +144,7 @@ class BM3(Recommender):
         Returns:
             ``{modality: (len(items) or N, d)}``.
         """
-        out = {}
-        for m, lin in self.feat_trs.items():
-            x = self.features[m]
-            out[m] = lin(x if items is None else x[items])
-        return out
+        return project_modalities(self.features, self.feat_trs, items)
 
     def _target(self, x: Tensor) -> Tensor:
         with torch.no_grad():

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor, nn
 
-from sea_pyg.models._multimodal import batch_item_rows, check_features
+from sea_pyg.models._multimodal import batch_item_rows, check_features, project_modalities
 from sea_pyg.models.base import Recommender
 from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.graph import (
@@ -238,11 +238,7 @@ class FREEDOM(Recommender):
         Returns:
             ``{modality: (len(items) or N, d_f)}``.
         """
-        out = {}
-        for m, lin in self.feat_trs.items():
-            x = self.features[m]
-            out[m] = lin(x if items is None else x[items])
-        return out
+        return project_modalities(self.features, self.feat_trs, items)
 
     def _forward_train(self, batch: Tensor, all_modal_items: bool = False) -> dict:
         """Everything the loss needs for a ``(3, B)`` batch, on this epoch's pruned graph.

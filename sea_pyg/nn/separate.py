@@ -172,11 +172,11 @@ class SeparateLearning(nn.Module):
         self.clubs = nn.ModuleDict()
         self._club_optimizer: torch.optim.Optimizer | None = None
         if distancing == "club":
-            part = trans_dim if trans_dim is not None else None
-            for m in ["shared"] if club_shared else self.names:
-                dim = part if part is not None else self._part_size(m if m != "shared" else
-                                                                    self.names[0])
-                self.clubs[m] = CLUB(dim, dim, club_hidden_dim, club_scale, club_clamp_min)
+            # the bound compares trans1(G) with trans2(U), or the halves themselves
+            for key, m in ([("shared", self.names[0])] if club_shared else
+                           [(m, m) for m in self.names]):
+                dim = trans_dim if trans_dim is not None else self._part_size(m)
+                self.clubs[key] = CLUB(dim, dim, club_hidden_dim, club_scale, club_clamp_min)
             self._club_optimizer = adam(self.clubs.parameters(), lr=club_lr)
         self._pending: list[tuple[nn.Module, Tensor, Tensor]] = []
 

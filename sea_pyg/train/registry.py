@@ -63,14 +63,7 @@ def _build_lightgcn(data: HeteroData, **kw: Any) -> Recommender:
 
 def _build_sea(data: HeteroData, **kw: Any) -> Recommender:
     u, n = _sizes(data)
-    feats = item_features(data)
-    if not feats:
-        raise ValueError(
-            f"SEA needs item features, but dataset {getattr(data, 'name', '?')!r} has none: "
-            "put at least one <modality>_feat.npy file (e.g. image_feat.npy, text_feat.npy) "
-            "in its folder"
-        )
-    return SEA(u, n, data[EDGE_TYPE].edge_index, feats, **kw)
+    return SEA(u, n, data[EDGE_TYPE].edge_index, _features(data), **kw)
 
 
 #: SEA hyper-parameters of the official code (reference.md 4.8); presets change a few.
@@ -136,8 +129,9 @@ def _features(data: HeteroData) -> dict:
     feats = item_features(data)
     if not feats:
         raise ValueError(
-            "this model needs item features, but the dataset has no modality "
-            "(data.modalities is empty; add <modality>_feat.npy files)"
+            f"this model needs item features, but dataset {getattr(data, 'name', '?')!r} has "
+            "none: put at least one <modality>_feat.npy file (e.g. image_feat.npy, "
+            "text_feat.npy) in its folder"
         )
     return feats
 
