@@ -33,6 +33,7 @@ __all__ = [
     "emb_loss",
     "EmbLoss",
     "CLUB",
+    "fit_clubs",
     "solosim_loss",
     "SoloSimLoss",
     "info_nce_loss",
@@ -445,40 +446,238 @@ class CLUB(torch.nn.Module):
         Returns:
             The summed learning loss of the last step (before its update), as a Python float.
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ValueError(f"`steps` must be a non-negative int, got {steps!r}")
         if len(pairs) == 0:
             raise ValueError("`pairs` must hold at least one (x, y) pair, got none")
-        detached = []
         for k, pair in enumerate(pairs):
             if len(pair) != 2:
                 raise ValueError(f"`pairs[{k}]` must be an (x, y) pair, got {len(pair)} items")
-            x, y = pair
-            self._check(x, y)
-            detached.append((x.detach(), y.detach()))
-
-        def total() -> Tensor:
-            loss = -self._log_likelihood(*detached[0])
-            for x, y in detached[1:]:
-                loss = loss - self._log_likelihood(x, y)
-            return loss
-
-        with torch.enable_grad():
-            if steps == 0:
-                with torch.no_grad():
-                    return float(total())
-            for _ in range(steps):
-                optimizer.zero_grad(set_to_none=True)
-                loss = total()
-                loss.backward()
-                optimizer.step()
-        return float(loss.detach())
+        return fit_clubs([(self, pairs)], optimizer, steps)
 
     def extra_repr(self) -> str:
         return (
             f"x_dim={self.x_dim}, y_dim={self.y_dim}, hidden_dim={self.hidden_dim}, "
             f"scale={self.scale}, clamp_min={self.clamp_min}"
         )
+
+
+# --------------------------------------------------------------------------------------------
+# Fitting CLUB estimators: analytic gradients, several estimators batched
+# --------------------------------------------------------------------------------------------
+
+
+def _is_standard_club(club: CLUB) -> bool:
+    """The estimator still has the architecture :class:`CLUB` builds (no overridden network),
+    so its learning-loss gradient can be written out by hand."""
+    return (
+        type(club).mu_logvar is CLUB.mu_logvar
+        and type(club)._log_likelihood is CLUB._log_likelihood
+        and len(club.p_mu) == 3
+        and len(club.p_logvar) == 4
+        and isinstance(club.p_logvar[3], torch.nn.Tanh)
+    )
+
+
+def _club_groups(
+    groups: Sequence[tuple[CLUB, Sequence[tuple[Tensor, Tensor]]]],
+) -> list[tuple[CLUB, list[tuple[Tensor, Tensor]]]]:
+    if len(groups) == 0:
+        raise ValueError("`groups` must hold at least one (club, pairs) entry, got none")
+    out = []
+    for g, entry in enumerate(groups):
+        if len(entry) != 2 or not isinstance(entry[0], CLUB):
+            raise ValueError(f"`groups[{g}]` must be a (CLUB, [(x, y), ...]) pair")
+        club, pairs = entry
+        if len(pairs) == 0:
+            raise ValueError(f"`groups[{g}]` holds no (x, y) pair")
+        detached = []
+        for k, pair in enumerate(pairs):
+            if len(pair) != 2:
+                raise ValueError(
+                    f"`groups[{g}]` pair {k} must be an (x, y) pair, got {len(pair)} items"
+                )
+            x, y = pair
+            club._check(x, y)
+            detached.append((x.detach(), y.detach()))
+        out.append((club, detached))
+    return out
+
+
+class _StackedCLUBs:
+    r"""The learning loss of :math:`K` estimators of equal sizes, each on the concatenation of
+    its pairs (all pairs with :math:`N` rows), evaluated as one batch with hand-written
+    gradients.
+
+    With :math:`\mathbf{h} = \operatorname{relu}(\mathbf{x} \mathbf{A}^\top + \mathbf{a})`
+    (both first layers side by side), :math:`[\boldsymbol{\mu} \,|\, \mathbf{p}] = \mathbf{h}
+    \mathbf{B} + \mathbf{b}` (the second layers as one block-diagonal matrix),
+    :math:`\mathbf{t} = \tanh \mathbf{p}`, :math:`\mathbf{r} = \boldsymbol{\mu} - \mathbf{y}`
+    and :math:`\mathbf{e} = e^{-\mathbf{t}}`, the summed loss is :math:`\frac{1}{2N} \sum
+    (\mathbf{r}^2 \mathbf{e} + \mathbf{t})` and
+
+    .. math::
+        \frac{\partial \mathcal{L}}{\partial \boldsymbol{\mu}} = \frac{\mathbf{r}\mathbf{e}}{N},
+        \qquad \frac{\partial \mathcal{L}}{\partial \mathbf{p}} =
+        \frac{(1 - \mathbf{r}^2 \mathbf{e})(1 - \mathbf{t}^2)}{2N},
+
+    back-propagated through the two layers by three batched matrix products. This is the
+    gradient autograd computes for :meth:`CLUB.learning_loss` (tested to rounding), at about a
+    quarter of its cost on a CPU: few, large operations and ``tanh`` evaluated as
+    :math:`2\sigma(2p) - 1` (several times faster than ``torch.tanh`` on x86 CPUs).
+    """
+
+    def __init__(self, clubs: Sequence[CLUB], xs: Sequence[Tensor], ys: Sequence[Tensor],
+                 rows: int) -> None:
+        self.clubs = list(clubs)
+        self.x = torch.stack(list(xs))  # (K, R, Dx), contiguous
+        self.y = torch.stack(list(ys))  # (K, R, Dy)
+        self.scale = 1.0 / rows
+        c = self.clubs[0]
+        self.h, self.dy = c.hidden_dim, c.y_dim
+        k = len(self.clubs)
+        # second layers as (2h, Dy) matrices reading the mu (top) or the log-variance (bottom)
+        # half of the joint hidden layer; the other half stays zero
+        self.B_mu = self.x.new_zeros(k, 2 * self.h, self.dy)
+        self.B_lv = self.x.new_zeros(k, 2 * self.h, self.dy)
+        # work buffers, allocated once: fresh multi-megabyte tensors at every step would cost
+        # page faults comparable to the arithmetic
+        rows_total = self.x.size(1)
+        self.hid = self.x.new_empty(k, rows_total, 2 * self.h)
+        self.dhid = torch.empty_like(self.hid)
+        self.r, self.t, self.re, self.q = (self.y.new_empty(self.y.shape) for _ in range(4))
+
+    def _weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        h = self.h
+        cs = self.clubs
+        A = torch.stack([torch.cat([c.p_mu[0].weight, c.p_logvar[0].weight]) for c in cs])
+        a = torch.stack([torch.cat([c.p_mu[0].bias, c.p_logvar[0].bias]) for c in cs])
+        b_mu = torch.stack([c.p_mu[2].bias for c in cs])
+        b_lv = torch.stack([c.p_logvar[2].bias for c in cs])
+        for k, c in enumerate(cs):
+            self.B_mu[k, :h].copy_(c.p_mu[2].weight.t())
+            self.B_lv[k, h:].copy_(c.p_logvar[2].weight.t())
+        return A, a.unsqueeze(1), b_mu.unsqueeze(1), b_lv.unsqueeze(1)
+
+    @torch.no_grad()
+    def step(self, with_grads: bool = True, with_loss: bool = True) -> Tensor | None:
+        """Sets the estimators' ``.grad``; returns the summed loss if ``with_loss``."""
+        h, scale = self.h, self.scale
+        A, a, b_mu, b_lv = self._weights()
+        hid = torch.baddbmm(a, self.x, A.transpose(1, 2), out=self.hid).clamp_(min=0.0)
+        r = torch.baddbmm(b_mu, hid, self.B_mu, out=self.r).sub_(self.y)  # mu - y
+        # t = tanh(p) = 2 sigmoid(2p) - 1
+        t = torch.baddbmm(b_lv, hid, self.B_lv, out=self.t)
+        t.mul_(2.0).sigmoid_().mul_(2.0).sub_(1.0)
+        re = torch.neg(t, out=self.re).exp_().mul_(r)  # r e^{-t}
+        q = torch.mul(re, r, out=self.q)  # r^2 e^{-t}
+        loss = (q.sum() + t.sum()) * (0.5 * scale) if with_loss else None
+        if not with_grads:
+            return loss
+        # N dL/dp = (1 - r^2 e^{-t}) (1 - t^2) / 2, in place of q
+        g_lv = q.neg_().add_(1.0).mul_(t.square_().neg_().add_(1.0)).mul_(0.5)
+        hid_t = hid.transpose(1, 2)
+        dB_mu = torch.bmm(hid_t, re)  # (K, 2h, Dy)
+        dB_lv = torch.bmm(hid_t, g_lv)
+        dhid = torch.bmm(re, self.B_mu.transpose(1, 2), out=self.dhid)
+        dhid.baddbmm_(g_lv, self.B_lv.transpose(1, 2))
+        torch.ops.aten.threshold_backward.grad_input(dhid, hid, 0.0, grad_input=dhid)  # relu'
+        dA = torch.bmm(dhid.transpose(1, 2), self.x).mul_(scale)  # (K, 2h, Dx)
+        da = dhid.sum(1).mul_(scale)
+        db_mu = re.sum(1).mul_(scale)
+        db_lv = g_lv.sum(1).mul_(scale)
+        dW_mu = dB_mu[:, :h].transpose(1, 2).mul(scale).contiguous()  # (K, Dy, h)
+        dW_lv = dB_lv[:, h:].transpose(1, 2).mul(scale).contiguous()
+        for k, c in enumerate(self.clubs):
+            c.p_mu[0].weight.grad = dA[k, :h]
+            c.p_logvar[0].weight.grad = dA[k, h:]
+            c.p_mu[0].bias.grad = da[k, :h]
+            c.p_logvar[0].bias.grad = da[k, h:]
+            c.p_mu[2].weight.grad = dW_mu[k]
+            c.p_logvar[2].weight.grad = dW_lv[k]
+            c.p_mu[2].bias.grad = db_mu[k]
+            c.p_logvar[2].bias.grad = db_lv[k]
+        return loss
+
+
+def fit_clubs(
+    groups: Sequence[tuple[CLUB, Sequence[tuple[Tensor, Tensor]]]],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+) -> float:
+    r"""Fits several CLUB estimators at once: ``steps`` steps of ``optimizer`` on
+
+    .. math::
+        \sum_{(q, \text{pairs})} \; \sum_{(\mathbf{x}, \mathbf{y}) \in \text{pairs}}
+        -\ell_q(\mathbf{x}, \mathbf{y}),
+
+    the summed :meth:`CLUB.learning_loss` of every estimator on each of its pairs (detached:
+    no gradient reaches the callers' tensors). ``groups`` lists ``(club, [(x, y), ...])``;
+    ``fit_clubs([(club, pairs)], opt, k)`` is :meth:`CLUB.fit_pairs`. SEA's
+    :class:`~sea_pyg.nn.SeparateLearning` fits its per-modality estimators this way: 50 steps
+    after every mini-batch.
+
+    When every estimator has the architecture :class:`CLUB` builds, the sizes agree and all
+    pairs have the same number of rows, the gradient is written out by hand and all estimators
+    are evaluated as one batch (same values as autograd up to rounding, several times faster);
+    otherwise each step runs autograd on the summed loss.
+
+    Args:
+        groups: Non-empty sequence of ``(club, pairs)``, ``pairs`` a non-empty sequence of
+            ``(x, y)`` tensors of shapes :math:`(N, D_x)`, :math:`(N, D_y)`.
+        optimizer: An optimiser over (at least) the estimators' parameters.
+        steps: Number of steps; ``0`` only evaluates the loss.
+
+    Returns:
+        The summed learning loss of the last step (before its update), as a Python float.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"`steps` must be a non-negative int, got {steps!r}")
+    groups = _club_groups(groups)
+    clubs = [c for c, _ in groups]
+    rows = {x.size(0) for _, pairs in groups for x, _ in pairs}
+    fast = (
+        len(rows) == 1
+        and len({id(c) for c in clubs}) == len(clubs)
+        and all(_is_standard_club(c) for c in clubs)
+        and len({(c.x_dim, c.y_dim, c.hidden_dim) for c in clubs}) == 1
+        and len({len(p) for _, p in groups}) == 1
+        and len(
+            {(t.dtype, t.device) for _, p in groups for pair in p for t in pair}
+            | {(w.dtype, w.device) for c in clubs for w in c.parameters()}
+        ) == 1
+    )
+    if fast:
+        stacked = _StackedCLUBs(
+            clubs,
+            [torch.cat([x for x, _ in p]) for _, p in groups],
+            [torch.cat([y for _, y in p]) for _, p in groups],
+            rows.pop(),
+        )
+        if steps == 0:
+            return float(stacked.step(with_grads=False))
+        for i in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = stacked.step(with_loss=i == steps - 1)
+            optimizer.step()
+        return float(loss)
+
+    def total() -> Tensor:
+        loss = None
+        for club, pairs in groups:
+            for x, y in pairs:
+                term = -club._log_likelihood(x, y)
+                loss = term if loss is None else loss + term
+        return loss
+
+    with torch.enable_grad():
+        if steps == 0:
+            with torch.no_grad():
+                return float(total())
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = total()
+            loss.backward()
+            optimizer.step()
+    return float(loss.detach())
 
 
 # --------------------------------------------------------------------------------------------

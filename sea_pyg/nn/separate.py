@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from sea_pyg.nn.encoders import ProjectionHead
 from sea_pyg.nn.fused import Consumer
-from sea_pyg.nn.losses import CLUB, info_nce_loss, negative_l2_loss, solosim_loss
+from sea_pyg.nn.losses import CLUB, fit_clubs, info_nce_loss, negative_l2_loss, solosim_loss
 from sea_pyg.optim import adam
 
 __all__ = ["SeparateLearning", "ALIGNMENTS", "DISTANCINGS", "CLUB_FITS"]
@@ -294,16 +294,11 @@ class SeparateLearning(nn.Module):
             self._pending = []
             return {}
         pending, self._pending = self._pending, []
-        opt = self._club_optimizer
-        with torch.enable_grad():
-            for _ in range(self.club_steps):
-                opt.zero_grad(set_to_none=True)
-                loss = pending[0][0].learning_loss(pending[0][1], pending[0][2])
-                for club, x, y in pending[1:]:
-                    loss = loss + club.learning_loss(x, y)
-                loss.backward()
-                opt.step()
-        return {"club_nll": float(loss.detach())}
+        groups: dict[int, tuple[CLUB, list[tuple[Tensor, Tensor]]]] = {}
+        for club, x, y in pending:
+            groups.setdefault(id(club), (club, []))[1].append((x, y))
+        loss = fit_clubs(list(groups.values()), self._club_optimizer, self.club_steps)
+        return {"club_nll": loss}
 
     def estimator_parameters(self):
         """Parameters trained by :meth:`fit_estimators`, not by the host's optimizer."""

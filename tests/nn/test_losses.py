@@ -1,3 +1,4 @@
+import copy
 import math
 
 import pytest
@@ -13,6 +14,7 @@ from sea_pyg.nn.losses import (
     SoloSimLoss,
     bpr_loss,
     emb_loss,
+    fit_clubs,
     info_nce_loss,
     negative_l2_loss,
     solosim_loss,
@@ -364,6 +366,114 @@ def test_club_errors():
         club.fit(x, y, opt, -1)
     with pytest.raises(ValueError, match="pairs"):
         club.fit_pairs([], opt, 1)
+
+
+def _club_groups_for_fit(dtype=torch.float64, rows=(37, 37)):
+    gen = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
+    clubs = [CLUB(5, 3, 4).to(dtype) for _ in range(2)]
+    groups = [
+        (c, [(torch.randn(n, 5, generator=gen, dtype=dtype),
+              torch.randn(n, 3, generator=gen, dtype=dtype)) for n in rows])
+        for c in clubs
+    ]
+    return clubs, groups
+
+
+def _autograd_total(groups):
+    return sum(club.learning_loss(x, y) for club, pairs in groups for x, y in pairs)
+
+
+def test_fit_clubs_hand_written_gradient_equals_autograd():
+    from sea_pyg.nn.losses import _StackedCLUBs
+
+    clubs, groups = _club_groups_for_fit()
+    # make some hidden units dead on some rows so relu' matters
+    assert any((c.p_mu[0](x) <= 0).any() for c, p in groups for x, _ in p)
+    loss = _autograd_total(groups)
+    loss.backward()
+    expected = [[p.grad.clone() for p in c.parameters()] for c in clubs]
+    for c in clubs:
+        c.zero_grad(set_to_none=True)
+    stacked = _StackedCLUBs(
+        clubs,
+        [torch.cat([x for x, _ in p]) for _, p in groups],
+        [torch.cat([y for _, y in p]) for _, p in groups],
+        37,
+    )
+    got = stacked.step()
+    assert got.item() == pytest.approx(loss.item(), rel=1e-12)
+    for c, grads in zip(clubs, expected, strict=True):
+        for p, g in zip(c.parameters(), grads, strict=True):
+            assert p.grad.shape == p.shape
+            torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("rows", [(37, 37), (37, 20)])
+def test_fit_clubs_follows_the_autograd_trajectory(rows):
+    """Fast path (equal rows) and autograd fallback (unequal rows) both take the same Adam
+    steps as a plain autograd loop on the summed learning loss."""
+    clubs, groups = _club_groups_for_fit(rows=rows)
+    ref = copy.deepcopy(clubs)
+    ref_groups = [(r, pairs) for r, (_, pairs) in zip(ref, groups, strict=True)]
+    opt = torch.optim.Adam([p for c in clubs for p in c.parameters()], lr=1e-2)
+    ref_opt = torch.optim.Adam([p for c in ref for p in c.parameters()], lr=1e-2)
+    for _ in range(20):
+        ref_opt.zero_grad()
+        ref_loss = _autograd_total(ref_groups)
+        ref_loss.backward()
+        ref_opt.step()
+    last = fit_clubs(groups, opt, 20)
+    assert last == pytest.approx(ref_loss.item(), rel=1e-9)
+    for c, r in zip(clubs, ref, strict=True):
+        for p, q in zip(c.parameters(), r.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-8, atol=1e-10)
+    # steps=0 evaluates without touching the parameters
+    before = [p.clone() for c in clubs for p in c.parameters()]
+    with torch.no_grad():
+        now = _autograd_total(groups).item()
+    assert fit_clubs(groups, opt, 0) == pytest.approx(now, rel=1e-9)
+    assert all(torch.equal(p, q) for p, q in
+               zip(before, [p for c in clubs for p in c.parameters()], strict=True))
+
+
+def test_fit_clubs_float32_and_custom_estimators():
+    clubs, groups = _club_groups_for_fit(dtype=torch.float32)
+    twin = copy.deepcopy(clubs)
+    fit_clubs(groups, torch.optim.Adam([p for c in clubs for p in c.parameters()], lr=1e-2), 5)
+
+    class Custom(CLUB):  # a subclass with its own network takes the autograd path
+        def mu_logvar(self, x):
+            mu, logvar = super().mu_logvar(x)
+            return mu, logvar
+
+    custom = []
+    for c in twin:
+        k = Custom(5, 3, 4)
+        k.load_state_dict(c.state_dict())
+        custom.append(k)
+    custom_groups = [(k, pairs) for k, (_, pairs) in zip(custom, groups, strict=True)]
+    fit_clubs(custom_groups,
+              torch.optim.Adam([p for c in custom for p in c.parameters()], lr=1e-2), 5)
+    for c, k in zip(clubs, custom, strict=True):
+        for p, q in zip(c.parameters(), k.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_fit_clubs_errors():
+    club = CLUB(2, 3, 4)
+    opt = torch.optim.Adam(club.parameters())
+    x, y = torch.randn(5, 2), torch.randn(5, 3)
+    with pytest.raises(ValueError, match="at least one"):
+        fit_clubs([], opt, 1)
+    with pytest.raises(ValueError, match=r"groups\[0\]"):
+        fit_clubs([(torch.nn.Linear(2, 2), [(x, y)])], opt, 1)
+    with pytest.raises(ValueError, match=r"no \(x, y\) pair"):
+        fit_clubs([(club, [])], opt, 1)
+    with pytest.raises(ValueError, match="`y` must have 3 columns"):
+        fit_clubs([(club, [(x, x)])], opt, 1)
+    with pytest.raises(ValueError, match="steps"):
+        fit_clubs([(club, [(x, y)])], opt, 1.5)
 
 
 # ------------------------------------------------------------------------------------------
