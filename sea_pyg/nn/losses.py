@@ -690,25 +690,21 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
     \mathbf{K}^\top / \tau)_{t_r}`, with column :math:`e_r` removed from row :math:`r`'s
     softmax if ``exclude`` is given; computed ``chunk_size`` rows at a time.
 
-    Only ``q``, ``k`` and one log-sum-exp per row are saved; the backward pass recomputes each
-    chunk's softmax :math:`P` and uses :math:`\partial \mathcal{L} / \partial \text{logits} =
-    (P - \text{onehot}(t)) / M`, with the one-hot part applied to the small factors
-    (:math:`P \mathbf{K} - \mathbf{K}_{t}` and a scatter-add of :math:`\mathbf{q}` rows) so
-    that each chunk of logits is touched by one matmul, one in-place ``exp`` and the products.
+    Each chunk's softmax :math:`P` is complete (a chunk holds whole rows), so the gradient is
+    accumulated in the same pass, right after :math:`P`, and the backward pass only scales it:
+    :math:`\partial \mathcal{L} / \partial \mathbf{q} = (P \mathbf{K} - \mathbf{K}_t) /
+    (M\tau)` and :math:`\partial \mathcal{L} / \partial \mathbf{K} = (P^\top \mathbf{q} -
+    \text{scatter}_t(\mathbf{q})) / (M\tau)`, the one-hot part applied to the small factors.
+    Each chunk of logits is written by one matrix product into one reused buffer, exponentiated
+    in place, summed, and read by the two gradient products; only an ``(M, D)`` and an
+    ``(N, D)`` gradient are kept for the backward pass. The gradient is computed only when
+    ``with_grad`` (grad mode on and an input requiring it).
 
     If ``bound`` is given, every logit is known to lie in ``[-bound, bound]`` (unit-norm rows:
-    ``bound = 1 / tau``); the log-sum-exp then uses the fixed shift ``bound`` instead of a
-    per-row maximum (no overflow or underflow while ``2 * bound < 80``).
+    ``bound = 1 / tau``); the log-sum-exp then uses the fixed shift ``bound``, folded into the
+    matrix product as an extra column (no overflow or underflow while ``2 * bound < 80``);
+    otherwise each row is shifted by its maximum.
     """
-
-    @staticmethod
-    def _shifted_exp(qs: Tensor, kt: Tensor, shift: Tensor, exclude_chunk: Tensor | None
-                     ) -> Tensor:
-        # exp(q k^T / tau - shift), shift broadcast over columns; one matmul + one exp pass
-        prob = torch.addmm(shift.neg().unsqueeze(-1), qs, kt).exp_()
-        if exclude_chunk is not None:
-            prob.scatter_(1, exclude_chunk.unsqueeze(1), 0.0)
-        return prob
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -720,57 +716,57 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         tau: float,
         chunk_size: int,
         bound: float | None,
+        with_grad: bool,
     ) -> Tensor:
-        m = q.size(0)
-        lse = q.new_empty(m)
+        m, n = q.size(0), k.size(0)
+        need_q = with_grad and ctx.needs_input_grad[0]
+        need_k = with_grad and ctx.needs_input_grad[1]
         qs = q * (1.0 / tau)
-        kt = k.t()
+        if bound is not None:  # [q / tau, -bound] @ [k, 1]^T = logits - bound
+            qa = torch.cat([qs, qs.new_full((m, 1), -bound)], dim=1)
+            kt = torch.cat([k, k.new_ones(n, 1)], dim=1).t()
+        else:
+            qa, kt = qs, k.t()
+        lse = q.new_empty(m)
+        buf = q.new_empty(min(chunk_size, m), n)
+        grad_q = q.new_empty(q.shape) if need_q else None
+        grad_k = torch.zeros_like(k) if need_k else None
         for start in range(0, m, chunk_size):
             end = min(start + chunk_size, m)
-            ex = None if exclude is None else exclude[start:end]
-            if bound is not None:
-                shift = q.new_full((end - start,), bound)
-                prob = _ChunkedRowCrossEntropy._shifted_exp(qs[start:end], kt, shift, ex)
-                lse[start:end] = prob.sum(dim=1).log_().add_(bound)
+            prob = torch.mm(qa[start:end], kt, out=buf[: end - start])
+            if exclude is not None:
+                prob.scatter_(1, exclude[start:end].unsqueeze(1), float("-inf"))
+            if bound is None:
+                shift = prob.amax(dim=1)
+                prob.sub_(shift.unsqueeze(1))
             else:
-                logits = qs[start:end] @ kt
-                if ex is not None:
-                    logits.scatter_(1, ex.unsqueeze(1), float("-inf"))
-                lse[start:end] = torch.logsumexp(logits, dim=1)
+                shift = bound
+            total = prob.exp_().sum(dim=1)
+            lse[start:end] = total.log().add_(shift)
+            if need_q or need_k:
+                inv = total.reciprocal_().unsqueeze(1)  # rows of P = prob / total
+                if need_q:
+                    torch.mm(prob, k, out=grad_q[start:end]).mul_(inv)
+                if need_k:
+                    grad_k.addmm_(prob.t(), q[start:end] * inv)
         pos = (qs * k[target]).sum(dim=1)
-        ctx.save_for_backward(q, k, lse, target, exclude)
-        ctx.tau = tau
-        ctx.chunk_size = chunk_size
+        coef = 1.0 / (m * tau)
+        if need_q:
+            grad_q.sub_(k[target]).mul_(coef)
+        if need_k:
+            grad_k.index_add_(0, target, q, alpha=-1.0).mul_(coef)
+        ctx.save_for_backward(grad_q, grad_k)
         return (lse - pos).mean()
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out: Tensor):  # type: ignore[override]
-        q, k, lse, target, exclude = ctx.saved_tensors
-        tau, chunk_size = ctx.tau, ctx.chunk_size
-        need_q, need_k = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_q = torch.empty_like(q) if need_q else None
-        grad_k = torch.zeros_like(k) if need_k else None
-        if need_q or need_k:
-            m = q.size(0)
-            coef = grad_out / (m * tau)
-            qs = q * (1.0 / tau)
-            kt = k.t()
-            for start in range(0, m, chunk_size):
-                end = min(start + chunk_size, m)
-                ex = None if exclude is None else exclude[start:end]
-                prob = _ChunkedRowCrossEntropy._shifted_exp(qs[start:end], kt, lse[start:end],
-                                                            ex)
-                if need_q:
-                    grad_q[start:end] = prob @ k
-                if need_k:
-                    grad_k.addmm_(prob.t(), q[start:end])
-            # the one-hot part of (P - onehot(t))
-            if need_q:
-                grad_q.sub_(k[target]).mul_(coef)
-            if need_k:
-                grad_k.index_add_(0, target, q, alpha=-1.0).mul_(coef)
-        return grad_q, grad_k, None, None, None, None, None
+        grad_q, grad_k = ctx.saved_tensors
+        return (
+            None if grad_q is None else grad_q * grad_out,
+            None if grad_k is None else grad_k * grad_out,
+            None, None, None, None, None, None,
+        )
 
 
 def _row_cross_entropy(
@@ -784,7 +780,9 @@ def _row_cross_entropy(
 ) -> Tensor:
     if chunk_size is not None:
         bound = 1.0 / tau if bounded and 2.0 / tau < 80.0 else None
-        return _ChunkedRowCrossEntropy.apply(q, k, target, exclude, tau, chunk_size, bound)
+        with_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+        return _ChunkedRowCrossEntropy.apply(q, k, target, exclude, tau, chunk_size, bound,
+                                             with_grad)
     logits = (q @ k.T) / tau
     if exclude is not None:
         mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)

@@ -530,6 +530,14 @@ def test_solosim_gradcheck():
     # gradient w.r.t. one input only
     b_const = b.detach()
     assert torch.autograd.gradcheck(lambda a: solosim_loss(a, b_const, 0.5, 4), (a,))
+    a_const = a.detach()
+    assert torch.autograd.gradcheck(lambda b: solosim_loss(a_const, b, 0.5, 4), (b,))
+    # without grad mode the chunked pass skips the gradient and returns the same value
+    with torch.no_grad():
+        assert solosim_loss(a, b, 0.5, 4).item() == pytest.approx(
+            solosim_loss(a, b, 0.5).item(), rel=1e-12)
+        assert info_nce_loss(a, b, 0.5, chunk_size=4).item() == pytest.approx(
+            info_nce_loss(a, b, 0.5).item(), rel=1e-12)
 
 
 def _max_saved_numel(fn) -> int:
