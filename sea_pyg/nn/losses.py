@@ -279,10 +279,11 @@ class CLUB(torch.nn.Module):
     CLUBSample estimate, clamped at 0).
 
     Gradients of the bound flow into ``x``, ``y`` and the network; the network itself is fitted
-    separately on the learning loss with :meth:`fit` / :meth:`fit_pairs` (the official trainer
-    discards the network's gradient of the bound). If :math:`q_\theta` equals the true
-    conditional of correlated unit Gaussians with correlation :math:`\rho` in each of
-    :math:`D` dimensions, :math:`\hat{I} \to D \rho^2 / (1 - \rho^2) \ge -\frac{D}{2}
+    separately on the learning loss with :meth:`fit` / :meth:`fit_pairs`, or several estimators
+    at once with :func:`fit_clubs` (the official trainer discards the network's gradient of the
+    bound); these use a hand-written gradient of the learning loss. If :math:`q_\theta`
+    equals the true conditional of correlated unit Gaussians with correlation :math:`\rho` in
+    each of :math:`D` dimensions, :math:`\hat{I} \to D \rho^2 / (1 - \rho^2) \ge -\frac{D}{2}
     \ln(1 - \rho^2) = I(X; Y)`.
 
     Args:
@@ -508,8 +509,9 @@ class _StackedCLUBs:
     gradients.
 
     With :math:`\mathbf{h} = \operatorname{relu}(\mathbf{x} \mathbf{A}^\top + \mathbf{a})`
-    (both first layers side by side), :math:`[\boldsymbol{\mu} \,|\, \mathbf{p}] = \mathbf{h}
-    \mathbf{B} + \mathbf{b}` (the second layers as one block-diagonal matrix),
+    (both first layers side by side), :math:`\boldsymbol{\mu} = \mathbf{h} \mathbf{B}_\mu +
+    \mathbf{b}_\mu` and :math:`\mathbf{p} = \mathbf{h} \mathbf{B}_p + \mathbf{b}_p` (each
+    second layer zero-padded to read the joint hidden layer),
     :math:`\mathbf{t} = \tanh \mathbf{p}`, :math:`\mathbf{r} = \boldsymbol{\mu} - \mathbf{y}`
     and :math:`\mathbf{e} = e^{-\mathbf{t}}`, the summed loss is :math:`\frac{1}{2N} \sum
     (\mathbf{r}^2 \mathbf{e} + \mathbf{t})` and
@@ -519,7 +521,7 @@ class _StackedCLUBs:
         \qquad \frac{\partial \mathcal{L}}{\partial \mathbf{p}} =
         \frac{(1 - \mathbf{r}^2 \mathbf{e})(1 - \mathbf{t}^2)}{2N},
 
-    back-propagated through the two layers by three batched matrix products. This is the
+    back-propagated through the two layers by batched matrix products. This is the
     gradient autograd computes for :meth:`CLUB.learning_loss` (tested to rounding), at about a
     quarter of its cost on a CPU: few, large operations and ``tanh`` evaluated as
     :math:`2\sigma(2p) - 1` (several times faster than ``torch.tanh`` on x86 CPUs).
