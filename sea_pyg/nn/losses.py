@@ -467,14 +467,22 @@ class CLUB(torch.nn.Module):
 
 
 def _is_standard_club(club: CLUB) -> bool:
-    """The estimator still has the architecture :class:`CLUB` builds (no overridden network),
-    so its learning-loss gradient can be written out by hand."""
-    return (
-        type(club).mu_logvar is CLUB.mu_logvar
-        and type(club)._log_likelihood is CLUB._log_likelihood
-        and len(club.p_mu) == 3
-        and len(club.p_logvar) == 4
-        and isinstance(club.p_logvar[3], torch.nn.Tanh)
+    """The estimator still has the architecture :class:`CLUB` builds (Linear-ReLU-Linear and
+    Linear-ReLU-Linear-Tanh of the declared sizes, nothing overridden), so its learning-loss
+    gradient can be written out by hand."""
+    nn = torch.nn
+    if (
+        type(club).mu_logvar is not CLUB.mu_logvar
+        or type(club)._log_likelihood is not CLUB._log_likelihood
+        or [type(m) for m in club.p_mu] != [nn.Linear, nn.ReLU, nn.Linear]
+        or [type(m) for m in club.p_logvar] != [nn.Linear, nn.ReLU, nn.Linear, nn.Tanh]
+    ):
+        return False
+    h, dx, dy = club.hidden_dim, club.x_dim, club.y_dim
+    return all(
+        lin.weight.shape == shape and lin.bias is not None
+        for net in (club.p_mu, club.p_logvar)
+        for lin, shape in ((net[0], (h, dx)), (net[2], (dy, h)))
     )
 
 

@@ -460,6 +460,25 @@ def test_fit_clubs_float32_and_custom_estimators():
             torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
 
 
+def test_fit_clubs_changed_network_takes_the_autograd_path():
+    from sea_pyg.nn.losses import _is_standard_club
+
+    torch.manual_seed(0)
+    club = CLUB(3, 2, 4)
+    assert _is_standard_club(club)
+    club.p_mu[1] = torch.nn.Tanh()  # another activation: the hand-written gradient is wrong
+    assert not _is_standard_club(club)
+    twin = copy.deepcopy(club)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(20, 3, generator=gen), torch.randn(20, 2, generator=gen)
+    opt = torch.optim.SGD(club.parameters(), lr=0.1)
+    club.fit(x, y, opt, 1)
+    twin.learning_loss(x, y).backward()
+    with torch.no_grad():
+        for p, q in zip(club.parameters(), twin.parameters(), strict=True):
+            torch.testing.assert_close(p, q - 0.1 * q.grad)
+
+
 def test_fit_clubs_errors():
     club = CLUB(2, 3, 4)
     opt = torch.optim.Adam(club.parameters())
