@@ -178,7 +178,7 @@ class SeparateLearning(nn.Module):
                 dim = trans_dim if trans_dim is not None else self._part_size(m)
                 self.clubs[key] = CLUB(dim, dim, club_hidden_dim, club_scale, club_clamp_min)
             self._club_optimizer = adam(self.clubs.parameters(), lr=club_lr)
-        self._pending: list[tuple[nn.Module, Tensor, Tensor]] = []
+        self._pending: list[tuple[CLUB, list[tuple[Tensor, Tensor]]]] = []
 
     # ---------------------------------------------------------------- layout
     def generic_slice(self, m: str) -> tuple[int, int]:
@@ -273,32 +273,27 @@ class SeparateLearning(nn.Module):
 
     # ---------------------------------------------------------------- estimators
     def _remember(self, parts: dict[str, dict[str, Tensor]]) -> None:
-        if self.club_fit == "own":
-            self._pending = [
-                (self.club_for(m), parts[m]["g"].detach(), parts[m]["u"].detach())
-                for m in self.names
-            ]
+        """Keeps the detached fitting pairs of this forward, grouped by estimator as
+        :func:`~sea_pyg.nn.fit_clubs` takes them."""
+        if self.club_fit == "cross_modal":
+            pairs = [(parts[a][k], parts[b][k]) for a, b in self.pairs for k in ("g", "u")]
+            groups = [(self.clubs["shared"], pairs)]
+        elif self.club_shared:
+            groups = [(self.clubs["shared"], [(parts[m]["g"], parts[m]["u"])
+                                              for m in self.names])]
         else:
-            club = self.clubs["shared"]
-            self._pending = [
-                (club, parts[a][k].detach(), parts[b][k].detach())
-                for a, b in self.pairs
-                for k in ("g", "u")
-            ]
+            groups = [(self.clubs[m], [(parts[m]["g"], parts[m]["u"])]) for m in self.names]
+        self._pending = [(club, [(x.detach(), y.detach()) for x, y in pairs])
+                         for club, pairs in groups]
 
     def fit_estimators(self) -> dict[str, float]:
         """Runs ``club_steps`` estimator steps on the pairs of the last training
         :meth:`forward`; returns ``{"club_nll": last summed learning loss}`` (empty when
         there is nothing to fit)."""
-        if not self._pending or self._club_optimizer is None or self.club_steps == 0:
-            self._pending = []
-            return {}
         pending, self._pending = self._pending, []
-        groups: dict[int, tuple[CLUB, list[tuple[Tensor, Tensor]]]] = {}
-        for club, x, y in pending:
-            groups.setdefault(id(club), (club, []))[1].append((x, y))
-        loss = fit_clubs(list(groups.values()), self._club_optimizer, self.club_steps)
-        return {"club_nll": loss}
+        if not pending or self._club_optimizer is None or self.club_steps == 0:
+            return {}
+        return {"club_nll": fit_clubs(pending, self._club_optimizer, self.club_steps)}
 
     def estimator_parameters(self):
         """Parameters trained by :meth:`fit_estimators`, not by the host's optimizer."""
