@@ -16,6 +16,18 @@ UNIT = SyntheticPreset(
 )
 
 
+@pytest.fixture
+def one_thread():
+    """Runs a test on one intra-op thread, restored afterwards (modules opt in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``). Their tensors are tiny: OpenMP
+    threading only adds overhead, and on a shared 2-core machine the spin-waiting of a busy
+    second core made single tests 20-50x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny")

@@ -12,12 +12,7 @@ from sea_pyg.train.metrics import evaluate_ranking
 from sea_pyg.train.registry import MODELS, SEA_PRESETS, build_model
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _sea(data, **kw):

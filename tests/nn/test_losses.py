@@ -24,17 +24,7 @@ LN2 = math.log(2.0)
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Run every test here on one intra-op thread, restored afterwards.
-
-    All tensors in this file are tiny; OpenMP threading only adds overhead, and on a shared
-    2-core machine the spin-waiting of a busy second core made single tests 20-50x slower.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _t(values, dtype=torch.float64, requires_grad=False):
