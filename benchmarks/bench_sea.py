@@ -38,7 +38,8 @@ def child(variant: str, scale: str, fused: bool, batches: int, threads: int, ful
     from sea_pyg.data import BPRSampler, load_synthetic
     from sea_pyg.data.mmrec import EDGE_TYPE
     from sea_pyg.optim import adam
-    from sea_pyg.train import TrainConfig, Trainer, build_model, seed_everything
+    from sea_pyg.train import TrainConfig, Trainer, seed_everything
+    from sea_pyg.models import build_model
 
     data = load_synthetic(scale, seed=0)
     seed_everything(0)

@@ -62,7 +62,8 @@ QUICK_START_COMPARE = ["lightgcn"]
 
 def _train_one(args: argparse.Namespace, data, model_name: str, hparams: dict[str, Any],
                overrides: dict[str, Any]) -> tuple[dict, dict, Any]:
-    from sea_pyg.train import TrainConfig, Trainer, build_model, seed_everything
+    from sea_pyg.train import TrainConfig, Trainer, seed_everything
+    from sea_pyg.models import build_model
 
     seed_everything(args.seed)
     try:
@@ -101,7 +102,7 @@ def _train_one(args: argparse.Namespace, data, model_name: str, hparams: dict[st
 
 def cmd_train(args: argparse.Namespace) -> int:
     from sea_pyg.data import describe
-    from sea_pyg.train.registry import sea_variant
+    from sea_pyg.models import sea_variant
 
     if args.sea:
         try:
@@ -356,7 +357,7 @@ def _add_plot_parser(sub) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from sea_pyg.train.registry import MODELS
+    from sea_pyg.models import MODELS
 
     parser = argparse.ArgumentParser(
         prog="sea-pyg", description="SEA and multimodal recommendation baselines on PyG."

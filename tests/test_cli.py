@@ -5,7 +5,7 @@ import torch
 
 from sea_pyg.cli import main
 from sea_pyg.data import load_synthetic
-from sea_pyg.train import build_model
+from sea_pyg.models import build_model
 
 
 def test_synth_info_train_resume(tmp_path, capsys):

@@ -6,6 +6,14 @@ from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.plugin import WithSeparateLearning
+from sea_pyg.models.registry import (
+    MODELS,
+    SEA_PLUGINS,
+    ModelSpec,
+    build_model,
+    model_names,
+    sea_variant,
+)
 from sea_pyg.models.sea import SEA
 from sea_pyg.models.vbpr import VBPR
 
@@ -18,4 +26,10 @@ __all__ = [
     "BM3",
     "SEA",
     "WithSeparateLearning",
+    "MODELS",
+    "SEA_PLUGINS",
+    "ModelSpec",
+    "build_model",
+    "model_names",
+    "sea_variant",
 ]

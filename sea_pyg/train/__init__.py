@@ -9,7 +9,6 @@ from sea_pyg.train.checkpoint import (
     save_model,
 )
 from sea_pyg.train.metrics import METRICS, evaluate_ranking, ranking_metrics
-from sea_pyg.train.registry import MODELS, ModelSpec, build_model, model_names
 from sea_pyg.train.trainer import TrainConfig, Trainer, seed_everything
 
 __all__ = [
@@ -19,10 +18,6 @@ __all__ = [
     "TrainConfig",
     "Trainer",
     "seed_everything",
-    "MODELS",
-    "ModelSpec",
-    "build_model",
-    "model_names",
     "save_model",
     "load_model",
     "load_checkpoint",

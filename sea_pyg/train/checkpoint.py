@@ -178,7 +178,7 @@ def load_model(
         FileNotFoundError: no checkpoint at ``path``.
         ValueError: ``data`` is not the training data, or the model name is unknown.
     """
-    from sea_pyg.train.registry import build_model
+    from sea_pyg.models import build_model
 
     ckpt = load_checkpoint(path, map_location=device)
     info = ckpt["model_info"]

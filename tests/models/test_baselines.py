@@ -5,7 +5,7 @@ import torch
 
 from sea_pyg.models import MFBPR, LightGCN
 from sea_pyg.nn import bipartite_norm_adj
-from sea_pyg.train import build_model
+from sea_pyg.models import build_model
 
 
 def _sig(x):

@@ -12,8 +12,9 @@ from sea_pyg.data.mmrec import EDGE_TYPE, item_features
 from sea_pyg.models import BM3, FREEDOM, VBPR, Recommender, WithSeparateLearning
 from sea_pyg.nn import SeparateLearning
 from sea_pyg.nn.losses import bpr_loss
-from sea_pyg.train import MODELS, TrainConfig, Trainer, build_model, seed_everything
-from sea_pyg.train.registry import SEA_PLUGINS, sea_variant
+from sea_pyg.train import TrainConfig, Trainer, seed_everything
+from sea_pyg.models import MODELS, build_model
+from sea_pyg.models import SEA_PLUGINS, sea_variant
 
 
 def _batch(data, b=32, seed=0):

@@ -9,7 +9,8 @@ from sea_pyg.models import SEA
 from sea_pyg.nn import bpr_loss
 from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.train.metrics import evaluate_ranking
-from sea_pyg.train.registry import MODELS, SEA_PRESETS, build_model
+from sea_pyg.models.registry import SEA_PRESETS
+from sea_pyg.models import MODELS, build_model
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
