@@ -3,7 +3,7 @@
 Each (variant, scale, fused/naive) runs in a fresh subprocess (so the peak RSS is its own): load
 the synthetic MMRec folder of that scale through ``read_mmrec`` (generated and cached on first
 use), build the model from the registry, then time ``--batches`` training steps of batch 2048
-exactly as the trainer does them (sampler -> ``loss`` -> ``backward`` -> ``after_backward``
+exactly as the trainer does them (sampler -> ``loss`` -> ``backward`` -> estimator steps
 (CLUB steps) -> fused Adam step), after one warm-up step, and one full validation evaluation.
 
 Printed per run: median seconds per step and its parts, steps per epoch
@@ -37,9 +37,9 @@ def child(variant: str, scale: str, fused: bool, batches: int, threads: int, ful
     torch.set_num_threads(threads)
     from sea_pyg.data import BPRSampler, load_synthetic
     from sea_pyg.data.mmrec import EDGE_TYPE
-    from sea_pyg.optim import adam
-    from sea_pyg.train import TrainConfig, Trainer, seed_everything
     from sea_pyg.models import build_model
+    from sea_pyg.train import AuxiliaryTraining, TrainConfig, Trainer, seed_everything
+    from sea_pyg.train.optim import adam
 
     data = load_synthetic(scale, seed=0)
     seed_everything(0)
@@ -56,7 +56,8 @@ def child(variant: str, scale: str, fused: bool, batches: int, threads: int, ful
     else:
         sampler = BPRSampler(data[EDGE_TYPE].edge_index, model.num_users, model.num_items,
                              batch_size=2048, generator=torch.Generator().manual_seed(0))
-        opt = adam(model.optimizer_parameters(), lr=train_defaults.get("lr", 1e-3))
+        aux = AuxiliaryTraining(model.auxiliary_estimators())
+        opt = adam(aux.model_parameters(model), lr=train_defaults.get("lr", 1e-3))
         model.train()
         parts = {"fwd": [], "bwd": [], "club": [], "opt": []}
         it = iter(sampler)
@@ -72,7 +73,7 @@ def child(variant: str, scale: str, fused: bool, batches: int, threads: int, ful
             t1 = time.perf_counter()
             loss.backward()
             t2 = time.perf_counter()
-            model.after_backward()
+            aux.step()
             t3 = time.perf_counter()
             opt.step()
             t4 = time.perf_counter()

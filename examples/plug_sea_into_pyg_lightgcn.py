@@ -22,7 +22,7 @@ from torch_geometric.nn.models import LightGCN
 from sea_pyg.data import BPRSampler, load_synthetic
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
 from sea_pyg.nn import SeparateLearning
-from sea_pyg.train import evaluate_ranking, seed_everything
+from sea_pyg.train import evaluate_ranking, fit_estimator, seed_everything
 
 
 def main() -> None:
@@ -50,6 +50,8 @@ def main() -> None:
     params = [*gnn.parameters(), *proj.parameters(),
               *(q for q in sea.parameters() if id(q) not in estimators)]
     opt = torch.optim.Adam(params, lr=1e-3)
+    clubs = [(est, torch.optim.Adam(est.parameters, lr=est.lr))  # SEA
+             for est in sea.auxiliary_estimators()]
 
     def forward():
         reps = {m: proj[m](x) for m, x in feats.items()}  # per-modality item representations
@@ -79,7 +81,8 @@ def main() -> None:
                 loss = loss + sum(sea(reps).values())  # SEA: alignment + distancing terms
             loss.backward()
             if not args.no_sea:
-                sea.fit_estimators()  # SEA: CLUB estimator steps between backward and step
+                for est, club_opt in clubs:  # SEA: CLUB steps between backward and step
+                    fit_estimator(est, club_opt)
             opt.step()
             total += float(loss.detach())
         gnn.eval(), sea.eval()

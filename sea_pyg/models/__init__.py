@@ -1,10 +1,15 @@
-"""Whole recommenders assembled from :mod:`sea_pyg.nn`."""
+"""Whole recommenders assembled from :mod:`sea_pyg.nn`, and the registry that names them.
 
-from sea_pyg.models.base import Recommender
-from sea_pyg.models.bm3 import BM3
-from sea_pyg.models.freedom import FREEDOM
-from sea_pyg.models.lightgcn import LightGCN
-from sea_pyg.models.mf import MFBPR
+Each model is one file that registers itself (:func:`register_model`); importing this package
+imports them all. To add a model, see docs/concepts.md, "How to add a model".
+"""
+
+from sea_pyg.models.base import (
+    MultimodalRecommender,
+    Recommender,
+    TrainOutput,
+    hyperparameters,
+)
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -12,24 +17,35 @@ from sea_pyg.models.registry import (
     ModelSpec,
     build_model,
     model_names,
+    register_model,
     sea_variant,
 )
-from sea_pyg.models.sea import SEA
+
+# The model files: importing one registers its models.
+from sea_pyg.models.mf import MFBPR  # noqa: I001
+from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.vbpr import VBPR
+from sea_pyg.models.freedom import FREEDOM
+from sea_pyg.models.bm3 import BM3
+from sea_pyg.models.sea import SEA
 
 __all__ = [
     "Recommender",
+    "MultimodalRecommender",
+    "TrainOutput",
+    "hyperparameters",
+    "WithSeparateLearning",
+    "MODELS",
+    "SEA_PLUGINS",
+    "ModelSpec",
+    "register_model",
+    "build_model",
+    "model_names",
+    "sea_variant",
     "MFBPR",
     "LightGCN",
     "VBPR",
     "FREEDOM",
     "BM3",
     "SEA",
-    "WithSeparateLearning",
-    "MODELS",
-    "SEA_PLUGINS",
-    "ModelSpec",
-    "build_model",
-    "model_names",
-    "sea_variant",
 ]

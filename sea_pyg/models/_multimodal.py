@@ -23,7 +23,8 @@ def check_features(
     """
     if not isinstance(features, Mapping) or len(features) == 0:
         raise ValueError(
-            "`features` must be a non-empty mapping {modality: (num_items, dim) tensor}, got "
+            "`features` must be a non-empty mapping {modality: (num_items, dim) tensor} (e.g. "
+            "features={'text': Tensor[N, 384]}, an MMRec folder's <modality>_feat.npy), got "
             f"{type(features).__name__ if not isinstance(features, Mapping) else 'an empty one'}"
         )
     out: dict[str, Tensor] = {}

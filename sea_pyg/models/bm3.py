@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sea_pyg.models._multimodal import batch_item_rows, check_features, project_modalities
-from sea_pyg.models.base import Recommender
+from sea_pyg.models.base import MultimodalRecommender, TrainOutput
+from sea_pyg.models.registry import register_model
 from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.losses import emb_loss
 
@@ -21,7 +22,12 @@ def _neg_cos(a: Tensor, b: Tensor) -> Tensor:
     return 1.0 - F.cosine_similarity(a, b.detach(), dim=-1).mean()
 
 
-class BM3(Recommender):
+# MMRec BM3.yaml: embedding_size 64, cl_weight 2.0; grid n_layers {1, 2}, dropout {0.3, 0.5},
+# reg_weight {0.1, 0.01}. Defaults: the official best for Baby (1, 0.5, 0.1). Protocol lr 1e-3.
+@register_model(
+    "bm3", "BM3: self-supervised, no negatives, dropout target views (MMRec BM3)"
+)
+class BM3(MultimodalRecommender):
     r"""BM3: bootstrapped latent representations, trained without negative samples.
 
     **Online encoder**: LightGCN on the full normalised training graph :math:`\hat{A}` with an
@@ -62,7 +68,7 @@ class BM3(Recommender):
         features: ``{modality: (N, F_m) tensor}``, row ``i`` = item ``i`` (copied; the copy is
             a trainable parameter unless ``trainable_features=False``).
         embedding_dim: :math:`d` (MMRec: 64), also the modality projection size.
-        n_layers: LightGCN layers :math:`L` (MMRec grid: 1, 2).
+        num_layers: LightGCN layers :math:`L` (MMRec ``n_layers``, grid: 1, 2).
         dropout: Target-view dropout :math:`p` (MMRec grid: 0.3, 0.5).
         reg_weight: :math:`\lambda` (MMRec grid: 0.1, 0.01).
         cl_weight: :math:`\beta` (MMRec: 2.0).
@@ -82,7 +88,7 @@ class BM3(Recommender):
         train_edge_index: Tensor,
         features: Mapping[str, Tensor],
         embedding_dim: int = 64,
-        n_layers: int = 1,
+        num_layers: int = 1,
         dropout: float = 0.5,
         reg_weight: float = 0.1,
         cl_weight: float = 2.0,
@@ -109,7 +115,7 @@ class BM3(Recommender):
         self.feat_trs = nn.ModuleDict(
             {m: nn.Linear(x.size(1), embedding_dim) for m, x in feats.items()}
         )
-        self.propagate = LightGCNPropagation(n_layers, aggregation="mean")
+        self.propagation = LightGCNPropagation(num_layers, aggregation="mean")
         self.register_buffer(
             "adj",
             bipartite_norm_adj(train_edge_index, self.num_users, self.num_items),
@@ -129,7 +135,7 @@ class BM3(Recommender):
     def forward(self) -> tuple[Tensor, Tensor]:
         """Online user ``(U, d)`` and item ``(N, d)`` embeddings (before the predictor)."""
         x = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = self.propagate(x, self.adj)
+        out = self.propagation(x, self.adj)
         return out[: self.num_users], out[self.num_users :] + self.item_emb.weight
 
     def modal_item_representations(self, items: Tensor | None = None) -> dict[str, Tensor]:
@@ -150,14 +156,15 @@ class BM3(Recommender):
         with torch.no_grad():
             return F.dropout(x.detach(), p=self.dropout, training=True)
 
-    def _forward_train(self, batch: Tensor, all_modal_items: bool = False) -> dict:
+    def forward_train(self, batch: Tensor, all_modal_items: bool = False) -> TrainOutput:
         """Online and target representations for a ``(2, B)`` batch ``[users; items]``.
 
-        Returns a dict with the full online tables ``user_all`` / ``item_all``, the batch rows
-        ``user`` / ``item`` and their targets ``user_target`` / ``item_target``, and per
-        modality ``modal`` (``{m: (R, d)}`` at item ids ``modal_items``; ``None`` = all items),
-        ``modal_batch`` and ``modal_target`` (``{m: (B, d)}``). A target row is shared by
-        repeated ids in the batch (dropout is drawn per table row, as in MMRec).
+        Returns a :class:`~sea_pyg.models.TrainOutput` with ``modal`` (``{m: (R, d)}`` at item
+        ids ``modal_items``; ``None`` = all items) and ``rows``: the full online tables
+        ``user_all`` / ``item_all``, the batch rows ``user`` / ``item`` and their targets
+        ``user_target`` / ``item_target``, and per modality ``modal_batch`` and
+        ``modal_target`` (``{m: (B, d)}``). A target row is shared by repeated ids in the batch
+        (dropout is drawn per table row, as in MMRec).
         """
         if batch.size(0) < 2:
             raise ValueError(f"BM3 expects (2, B) batches [users; items], got {tuple(batch.shape)}")
@@ -166,37 +173,35 @@ class BM3(Recommender):
         user_tgt, item_tgt = self._target(user_all), self._target(item_all)
         rows, index = batch_item_rows(items, all_modal_items)
         modal = self.modal_item_representations(rows)
-        return {
+        return TrainOutput(modal, rows, {
             "user_all": user_all,
             "item_all": item_all,
             "user": user_all[users],
             "item": item_all[items],
             "user_target": user_tgt[users],
             "item_target": item_tgt[items],
-            "modal": modal,
-            "modal_items": rows,
             "modal_batch": {m: r[index] for m, r in modal.items()},
             "modal_target": {m: self._target(r)[index] for m, r in modal.items()},
-        }
+        })
 
-    def _loss_terms(self, out: dict) -> dict[str, Tensor]:
+    def loss_terms(self, out: TrainOutput) -> dict[str, Tensor]:
         g = self.predictor
-        u_pred, i_pred = g(out["user"]), g(out["item"])
-        terms = {"rec": _neg_cos(u_pred, out["item_target"]) + _neg_cos(i_pred, out["user_target"])}
+        rows = out.rows
+        u_pred, i_pred = g(rows["user"]), g(rows["item"])
+        terms = {
+            "rec": _neg_cos(u_pred, rows["item_target"]) + _neg_cos(i_pred, rows["user_target"])
+        }
         if self.reg_weight:
-            terms["reg"] = self.reg_weight * emb_loss(out["user_all"], out["item_all"])
+            terms["reg"] = self.reg_weight * emb_loss(rows["user_all"], rows["item_all"])
         if self.cl_weight:
             align = mask = 0.0
-            for m, h in out["modal_batch"].items():
+            for m, h in rows["modal_batch"].items():
                 h_pred = g(h)
-                align = align + _neg_cos(h_pred, out["item_target"])
-                mask = mask + _neg_cos(h_pred, out["modal_target"][m])
+                align = align + _neg_cos(h_pred, rows["item_target"])
+                mask = mask + _neg_cos(h_pred, rows["modal_target"][m])
             terms["align"] = self.cl_weight * align
             terms["mask"] = self.cl_weight * mask
         return terms
-
-    def loss(self, batch: Tensor) -> dict[str, Tensor]:
-        return self._loss_terms(self._forward_train(batch))
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Scoring embeddings ``(g(U), g(I))``: the predictor is applied at inference too."""

@@ -8,35 +8,36 @@ import torch
 from torch import Tensor, nn
 
 from sea_pyg.models._multimodal import batch_item_rows, check_features, project_modalities
-from sea_pyg.models.base import Recommender
+from sea_pyg.models.base import MultimodalRecommender, TrainOutput
+from sea_pyg.models.registry import register_model
 from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.graph import (
     degree_sensitive_edge_pruning,
     degree_sensitive_edge_weights,
     unique_edges,
 )
-from sea_pyg.nn.knn import ItemKNNGraph
+from sea_pyg.nn.knn import ItemKNNGraph, image_weighted_mix
 from sea_pyg.nn.losses import bpr_loss
 
-__all__ = ["FREEDOM", "mmrec_knn_weights"]
+__all__ = ["FREEDOM"]
 
 
-def mmrec_knn_weights(modalities: list[str], image_weight: float = 0.1) -> dict[str, float]:
-    """MMRec's modality weights of the item-item graph, generalised to any modality set.
-
-    MMRec mixes ``image_weight * S_image + (1 - image_weight) * S_text``. Here the modality
-    named ``"image"`` gets ``image_weight`` and the others share ``1 - image_weight`` equally;
-    without an ``"image"`` modality all weights are equal, and a single modality gets 1.
-    """
-    if len(modalities) == 1:
-        return {modalities[0]: 1.0}
-    if "image" not in modalities:
-        return {m: 1.0 / len(modalities) for m in modalities}
-    rest = (1.0 - image_weight) / (len(modalities) - 1)
-    return {m: (image_weight if m == "image" else rest) for m in modalities}
-
-
-class FREEDOM(Recommender):
+# MMRec FREEDOM.yaml: embedding/feat_embed 64, knn_k 10, mm_image_weight 0.1, n_mm_layers 1,
+# n_ui_layers 2; grid dropout {0.8, 0.9}, reg_weight {0, 1e-5, 1e-4, 1e-3}. Defaults: the
+# FREEDOM+SEA run (dropout 0.8, reg_weight 0). Protocol lr 1e-3.
+# FREEDOM+SEA, from the authors' XFREEDOM log (reference.md 5): dropout 0.8, reg_weight 0, heads
+# 32 -> 33 -> 33 -> 63 on the 32/32 halves of the 64-d T_m(x^m). The SEA weights and temperature
+# are not in its log: the official SEA defaults (0.012, 0.006, 0.2) are assumed.
+@register_model(
+    "freedom",
+    "FREEDOM: frozen item kNN graph + degree-sensitive edge pruning (MMRec)",
+    sea_preset=(
+        "FREEDOM+SEA (paper Table 3): FREEDOM + separate learning on T_m(x^m) (which do not "
+        "feed the score unless fuse_modalities=true)",
+        {"proj_hidden_dim": 33, "proj_dim": 63},
+    ),
+)
+class FREEDOM(MultimodalRecommender):
     r"""FREEDOM: a frozen item-item graph and degree-sensitive pruning of the user-item graph.
 
     **Item-item graph** (frozen, built once from the raw features): per modality a directed
@@ -93,10 +94,11 @@ class FREEDOM(Recommender):
             must equal :math:`d` for the auxiliary BPR term).
         knn_k: Neighbours per item in the item-item graph, self included (MMRec: 10).
         mm_image_weight: Weight of the ``"image"`` graph (MMRec: 0.1); see
-            :func:`mmrec_knn_weights`.
+            :func:`~sea_pyg.nn.image_weighted_mix`.
         knn_weights: Explicit ``{modality: weight}`` mix; overrides ``mm_image_weight``.
-        n_mm_layers: Propagations :math:`L_{mm}` over :math:`\mathbf{S}` (MMRec: 1).
-        n_ui_layers: LightGCN layers :math:`L` (MMRec: 2).
+        item_graph_layers: Propagations :math:`L_{mm}` over :math:`\mathbf{S}` (MMRec
+            ``n_mm_layers``: 1).
+        num_layers: LightGCN layers :math:`L` (MMRec ``n_ui_layers``: 2).
         dropout: Fraction :math:`p` of user-item edges pruned each epoch (MMRec grid: 0.8, 0.9).
         reg_weight: :math:`\lambda` (MMRec grid: 0, 1e-5, 1e-4, 1e-3).
         trainable_features: Keep MMRec's trainable raw feature tables (default) or freeze them.
@@ -118,8 +120,8 @@ class FREEDOM(Recommender):
         knn_k: int = 10,
         mm_image_weight: float = 0.1,
         knn_weights: Mapping[str, float] | None = None,
-        n_mm_layers: int = 1,
-        n_ui_layers: int = 2,
+        item_graph_layers: int = 1,
+        num_layers: int = 2,
         dropout: float = 0.8,
         reg_weight: float = 0.0,
         trainable_features: bool = True,
@@ -137,11 +139,12 @@ class FREEDOM(Recommender):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"`dropout` must lie in [0, 1), got {dropout}")
-        if n_mm_layers < 0:
-            raise ValueError(f"`n_mm_layers` must be >= 0, got {n_mm_layers}")
+        if item_graph_layers < 0:
+            raise ValueError(f"`item_graph_layers` must be >= 0, got {item_graph_layers}")
         self.num_users, self.num_items = int(num_users), int(num_items)
         self.embedding_dim, self.feat_embed_dim = embedding_dim, feat_embed_dim
-        self.n_mm_layers, self.dropout, self.reg_weight = n_mm_layers, float(dropout), reg_weight
+        self.item_graph_layers = item_graph_layers
+        self.dropout, self.reg_weight = float(dropout), reg_weight
         self.modalities = list(feats)
         self.fuse_modalities = bool(fuse_modalities)
 
@@ -155,9 +158,9 @@ class FREEDOM(Recommender):
         )
         weights = dict(knn_weights) if knn_weights is not None else None
         if weights is None:
-            weights = mmrec_knn_weights(self.modalities, mm_image_weight)
+            weights = image_weighted_mix(self.modalities, mm_image_weight)
         self.item_graph = ItemKNNGraph(feats, k=knn_k, weights=weights)
-        self.propagate = LightGCNPropagation(n_ui_layers, aggregation="mean")
+        self.propagation = LightGCNPropagation(num_layers, aggregation="mean")
 
         edges = unique_edges(train_edge_index, self.num_users, self.num_items)
         self.register_buffer("edge_index", edges, persistent=False)
@@ -213,10 +216,10 @@ class FREEDOM(Recommender):
         (default: computed here).
         """
         h = self.item_emb.weight
-        for _ in range(self.n_mm_layers):
+        for _ in range(self.item_graph_layers):
             h = self.item_graph(h)
         x = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = self.propagate(x, self.adj if adj is None else adj)
+        out = self.propagation(x, self.adj if adj is None else adj)
         items = out[self.num_users :] + h
         if self.fuse_modalities:
             if modal is None:
@@ -240,14 +243,14 @@ class FREEDOM(Recommender):
         """
         return project_modalities(self.features, self.feat_trs, items)
 
-    def _forward_train(self, batch: Tensor, all_modal_items: bool = False) -> dict:
+    def forward_train(self, batch: Tensor, all_modal_items: bool = False) -> TrainOutput:
         """Everything the loss needs for a ``(3, B)`` batch, on this epoch's pruned graph.
 
-        Returns a dict with ``user``, ``pos``, ``neg`` (``(B, d)`` rows of the final
-        embeddings), and, when :math:`\\lambda \\neq 0`, ``all_modal_items`` or
-        ``fuse_modalities`` is set,
-        ``modal`` (``{m: (R, d_f)}`` at item ids ``modal_items``, ``None`` = all items) and
-        ``modal_pos`` / ``modal_neg`` (``{m: (B, d_f)}``).
+        Returns a :class:`~sea_pyg.models.TrainOutput` with ``rows`` ``user``, ``pos``,
+        ``neg`` (``(B, d)`` rows of the final embeddings), and, when :math:`\\lambda \\neq
+        0`, ``all_modal_items`` or ``fuse_modalities`` is set, ``modal`` (``{m: (R, d_f)}`` at
+        item ids ``modal_items``, ``None`` = all items) and ``rows`` ``modal_pos`` /
+        ``modal_neg`` (``{m: (B, d_f)}``).
         """
         if self.train_adj is None:
             self.prune_edges()
@@ -259,27 +262,27 @@ class FREEDOM(Recommender):
             )
             modal = self.modal_item_representations(rows)
         user_all, item_all = self.forward(self.train_adj, modal if self.fuse_modalities else None)
-        out: dict = {"user": user_all[users], "pos": item_all[pos], "neg": item_all[neg]}
+        out = TrainOutput(rows={"user": user_all[users], "pos": item_all[pos],
+                                "neg": item_all[neg]})
         if modal is not None:
             b = users.numel()
-            out["modal"], out["modal_items"] = modal, rows
-            out["modal_pos"] = {m: r[index[:b]] for m, r in modal.items()}
-            out["modal_neg"] = {m: r[index[b:]] for m, r in modal.items()}
+            out.modal, out.modal_items = modal, rows
+            out.rows["modal_pos"] = {m: r[index[:b]] for m, r in modal.items()}
+            out.rows["modal_neg"] = {m: r[index[b:]] for m, r in modal.items()}
         return out
 
-    def _loss_terms(self, out: dict) -> dict[str, Tensor]:
-        u, p, n = out["user"], out["pos"], out["neg"]
+    def loss_terms(self, out: TrainOutput) -> dict[str, Tensor]:
+        u, p, n = out.rows["user"], out.rows["pos"], out.rows["neg"]
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="logsigmoid")}
         if self.reg_weight:
             modal = sum(
                 bpr_loss((u * mp).sum(-1), (u * mn).sum(-1), variant="logsigmoid")
-                for mp, mn in zip(out["modal_pos"].values(), out["modal_neg"].values(), strict=True)
+                for mp, mn in zip(
+                    out.rows["modal_pos"].values(), out.rows["modal_neg"].values(), strict=True
+                )
             )
             terms["modal_bpr"] = self.reg_weight * modal
         return terms
-
-    def loss(self, batch: Tensor) -> dict[str, Tensor]:
-        return self._loss_terms(self._forward_train(batch))
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         """Final embeddings on the **full** (unpruned) training graph."""

@@ -6,12 +6,14 @@ import torch
 from torch import Tensor, nn
 
 from sea_pyg.models.base import Recommender
+from sea_pyg.models.registry import register_model
 from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.losses import bpr_loss, emb_loss
 
 __all__ = ["LightGCN"]
 
 
+@register_model("lightgcn", "LightGCN on PyG LGConv (MMRec LightGCN)")
 class LightGCN(Recommender):
     r"""LightGCN with MMRec's loss and initialisation.
 
@@ -51,7 +53,7 @@ class LightGCN(Recommender):
         self.reg_weight = reg_weight
         self.user_emb = nn.Embedding(num_users, embedding_dim)
         self.item_emb = nn.Embedding(num_items, embedding_dim)
-        self.propagate = LightGCNPropagation(num_layers, aggregation="mean")
+        self.propagation = LightGCNPropagation(num_layers, aggregation="mean")
         self.register_buffer(
             "adj", bipartite_norm_adj(train_edge_index, num_users, num_items), persistent=False
         )
@@ -64,7 +66,7 @@ class LightGCN(Recommender):
     def forward(self) -> tuple[Tensor, Tensor]:
         """Final user and item embeddings ``(U, d)``, ``(N, d)``."""
         x = torch.cat([self.user_emb.weight, self.item_emb.weight])
-        out = self.propagate(x, self.adj)
+        out = self.propagation(x, self.adj)
         return out[: self.num_users], out[self.num_users :]
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from sea_pyg.models.base import Recommender
+from sea_pyg.models.registry import register_model
 from sea_pyg.nn.losses import bpr_loss, emb_loss
 
 __all__ = ["MFBPR"]
 
 
+@register_model("mf", "matrix factorisation with BPR (MMRec BPR)")
 class MFBPR(Recommender):
     r"""Matrix factorisation with the BPR loss.
 

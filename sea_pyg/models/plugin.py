@@ -2,13 +2,12 @@ r"""Add SEA's separate-learning module to any host recommender (VBPR+SEA, FREEDO
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from sea_pyg.models.base import Recommender
+from sea_pyg.models.base import MultimodalRecommender, Recommender
 from sea_pyg.nn.separate import SeparateLearning
 
 __all__ = ["WithSeparateLearning"]
@@ -18,9 +17,11 @@ class WithSeparateLearning(Recommender):
     r"""A host recommender plus SEA's separate-learning losses on its per-modality item
     representations.
 
-    The host must provide ``modal_item_representations(items=None) -> {m: (N, D_m)}``. Every
-    training mini-batch, the wrapper takes the representations of **all** :math:`N` items
-    :math:`\{\mathbf{R}^m\}` from the host's own forward pass and adds the terms of a
+    The host is any :class:`~sea_pyg.models.MultimodalRecommender`. Every training
+    mini-batch, the wrapper takes the representations of **all** :math:`N` items
+    :math:`\{\mathbf{R}^m\}` from the host's own forward pass
+    (``host.forward_train(batch, all_modal_items=True).modal``, so they are computed once)
+    and adds the terms of a
     :class:`~sea_pyg.nn.SeparateLearning` module on them (generic/unique split, alignment of the
     generic parts, distancing of generic and unique parts):
 
@@ -31,19 +32,12 @@ class WithSeparateLearning(Recommender):
 
     The separate terms are logged as ``<term_prefix>align`` and ``<term_prefix>dis``.
 
-    * **One forward pass.** When the host has the plug-in methods ``_forward_train(batch,
-      all_modal_items=True)`` (returning ``"modal"``, the representations of all items) and
-      ``_loss_terms(out)`` (as :class:`~sea_pyg.models.VBPR`, :class:`~sea_pyg.models.FREEDOM`
-      and :class:`~sea_pyg.models.BM3` do), the representations come from the very forward pass
-      that produced the host's loss. Otherwise the wrapper calls ``host.loss(batch)`` and then
-      ``host.modal_item_representations()`` (a second computation of the representations).
     * **Delegation.** Scores (:meth:`embeddings`), :meth:`pre_epoch` (e.g. FREEDOM's edge
-      pruning) and :attr:`uses_negatives` are the host's; so are the host's own hooks, which
-      the wrapper's hooks call before adding the module's.
-    * **Estimators.** The CLUB estimators are fitted in :meth:`after_backward` (between the
-      backward and the optimizer step, as in the official trainer), are left out of
-      :meth:`optimizer_parameters`, and their optimizer state is part of
-      :meth:`auxiliary_state_dict` (exact resume).
+      pruning) and :attr:`uses_negatives` are the host's.
+    * **Estimators.** The CLUB estimators are declared by the module
+      (:meth:`~sea_pyg.nn.SeparateLearning.auxiliary_estimators`); the trainer fits them
+      between the backward and the optimizer step, as the official trainer does, keeps them
+      out of the model's optimizer and checkpoints their optimizer state.
 
     The losses reach exactly the parameters that produce ``R^m``; whether those also produce the
     scores depends on the host (for VBPR they do; for FREEDOM only with
@@ -52,51 +46,59 @@ class WithSeparateLearning(Recommender):
     Args:
         host: The host recommender.
         dims: Size :math:`D_m` of each modality's representation, in modality order. ``None``
-            reads them from ``host.modal_item_representations`` on one item.
+            reads them from the host (:meth:`~sea_pyg.models.MultimodalRecommender.modal_dims`).
         term_prefix: Prefix of the separate-learning loss names (default ``"sea_"``: avoids
             clashes with host terms such as BM3's ``align``).
-        **separate: Keyword arguments of :class:`~sea_pyg.nn.SeparateLearning` (``split``,
-            ``alignment``, ``distancing``, ``align_weight``, ``dist_weight``, ``temperature``,
-            ``proj_hidden_dim``, ``proj_dim``, ``trans_dim``, ``club_*``, ``chunk_size``).
+        trans_dim: As in :class:`~sea_pyg.nn.SeparateLearning`; the plug-in default ``None``
+            compares the generic and unique halves directly (the authors' VBPR+SEA and
+            FREEDOM+SEA runs, reference.md 5).
+        club_lr: Learning rate of the CLUB estimators; the plug-in default is the MMRec hosts'
+            learning rate, 1e-3.
+        chunk_size: Rows per chunk of the alignment logits; ``"auto"`` (default): the dense
+            :math:`N \times N` matrix up to 8,192 items, chunks of 2,048 rows above.
+        **separate: The other keyword arguments of :class:`~sea_pyg.nn.SeparateLearning`
+            (``split``, ``alignment``, ``distancing``, ``align_weight``, ``dist_weight``,
+            ``temperature``, ``proj_hidden_dim``, ``proj_dim``, ``club_*``), with its defaults.
             With one modality, ``alignment`` defaults to ``"none"``.
 
     Example:
-        >>> model = WithSeparateLearning(VBPR(num_users, features), trans_dim=None)
+        >>> model = WithSeparateLearning(VBPR(num_users, features))
         >>> terms = model.loss(batch)  # {"bpr", "reg", "sea_align", "sea_dis"}
     """
 
+    #: ``**separate`` takes :class:`~sea_pyg.nn.SeparateLearning`'s hyper-parameters.
+    forwards_kwargs_to = SeparateLearning
+    #: Constructor arguments that are not hyper-parameters.
+    structural_arguments = ("dims", "term_prefix")
+
     def __init__(
         self,
-        host: Recommender,
+        host: MultimodalRecommender,
         dims: Mapping[str, int] | None = None,
         term_prefix: str = "sea_",
+        trans_dim: int | None = None,
+        club_lr: float = 1e-3,
+        chunk_size: int | str | None = "auto",
         **separate: Any,
     ) -> None:
         super().__init__()
-        if not callable(getattr(host, "modal_item_representations", None)):
+        if not isinstance(host, MultimodalRecommender):
             raise TypeError(
-                f"{type(host).__name__} cannot host separate learning: it has no "
-                "`modal_item_representations(items=None) -> {modality: (N, D_m)}` method"
+                f"{type(host).__name__} cannot host separate learning: it is not a "
+                "MultimodalRecommender (per-modality item representations, forward_train and "
+                "loss_terms; see sea_pyg.models.base)"
             )
         self.host = host
-        if dims is None:
-            dims = self._probe_dims(host)
+        dims = host.modal_dims() if dims is None else dims
         dims = {str(m): int(d) for m, d in dims.items()}
         if len(dims) == 1:
             separate.setdefault("alignment", "none")
+        if chunk_size == "auto":
+            chunk_size = None if int(host.num_items) <= 8192 else 2048
         self.term_prefix = term_prefix
-        self.separate = SeparateLearning(dims, **separate)
-        self._single_pass = callable(getattr(host, "_forward_train", None)) and callable(
-            getattr(host, "_loss_terms", None)
+        self.separate = SeparateLearning(
+            dims, trans_dim=trans_dim, club_lr=club_lr, chunk_size=chunk_size, **separate
         )
-
-    @staticmethod
-    def _probe_dims(host: Recommender) -> dict[str, int]:
-        ref = next(iter(host.parameters()), None)
-        device = ref.device if ref is not None else None
-        with torch.no_grad():
-            reps = host.modal_item_representations(torch.zeros(1, dtype=torch.long, device=device))
-        return {m: int(r.size(-1)) for m, r in reps.items()}
 
     # ------------------------------------------------------------------ delegation
     @property
@@ -105,7 +107,11 @@ class WithSeparateLearning(Recommender):
 
     @property
     def modalities(self) -> list[str]:
-        return list(self.separate.names)
+        return list(self.separate.modalities)
+
+    @property
+    def num_items(self) -> int:
+        return int(self.host.num_items)
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         return self.host.embeddings()
@@ -123,16 +129,15 @@ class WithSeparateLearning(Recommender):
     def host_terms_and_representations(
         self, batch: Tensor
     ) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-        """The host's loss terms for ``batch`` and its representations of all items."""
-        if self._single_pass:
-            out = self.host._forward_train(batch, all_modal_items=True)
-            if out.get("modal_items", None) is not None:
-                raise RuntimeError(
-                    f"{type(self.host).__name__}._forward_train(all_modal_items=True) returned "
-                    "representations of a subset of items; separate learning needs all of them"
-                )
-            return self.host._loss_terms(out), out["modal"]
-        return self.host.loss(batch), self.host.modal_item_representations()
+        """The host's loss terms for ``batch`` and its representations of all items, from one
+        forward pass."""
+        out = self.host.forward_train(batch, all_modal_items=True)
+        if out.modal is None or out.modal_items is not None:
+            raise RuntimeError(
+                f"{type(self.host).__name__}.forward_train(all_modal_items=True) did not return "
+                "the representations of all items; separate learning needs all of them"
+            )
+        return self.host.loss_terms(out), out.modal
 
     def separate_terms(self, reps: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """The (weighted, prefixed) separate-learning terms for ``{m: (N, D_m)}``."""
@@ -159,27 +164,6 @@ class WithSeparateLearning(Recommender):
             for m, r in reps.items() if m in self.separate.dims
         }
         return self.separate.parts(hidden)
-
-    # ------------------------------------------------------------------ trainer hooks
-    def after_backward(self) -> dict[str, float]:
-        log = dict(self.host.after_backward())
-        log.update(self.separate.fit_estimators())
-        return log
-
-    def optimizer_parameters(self) -> Iterator[nn.Parameter]:
-        aux = {id(p) for p in self.separate.estimator_parameters()}
-        yield from self.host.optimizer_parameters()
-        yield from (p for p in self.separate.parameters() if id(p) not in aux)
-
-    def auxiliary_state_dict(self) -> dict:
-        return {
-            "host": self.host.auxiliary_state_dict(),
-            "club_optimizer": self.separate.estimator_state_dict(),
-        }
-
-    def load_auxiliary_state_dict(self, state: dict) -> None:
-        self.host.load_auxiliary_state_dict(state.get("host", {}))
-        self.separate.load_estimator_state_dict(state.get("club_optimizer", {}))
 
     def extra_repr(self) -> str:
         return f"term_prefix={self.term_prefix!r}"

@@ -1,330 +1,195 @@
-"""Model presets: how each named model is built from a dataset, and its protocol settings.
+"""The model registry: every model registers itself next to its class.
 
-This is the one place that knows both models and data; models themselves take explicit
-tensors and sizes, never a dataset or a file.
+A model file declares its CLI name, one-line description, protocol overrides and presets with
+:func:`register_model`; its hyper-parameters and their defaults are its constructor's keyword
+arguments (:func:`~sea_pyg.models.base.hyperparameters`), written nowhere else::
+
+    @register_model("mf", "matrix factorisation with BPR (MMRec BPR)")
+    class MFBPR(Recommender):
+        def __init__(self, num_users, num_items, embedding_dim=64, reg_weight=1e-4): ...
+
+Every registered :class:`~sea_pyg.models.MultimodalRecommender` also gets a ``NAME+sea``
+entry: the model wrapped in :class:`~sea_pyg.models.WithSeparateLearning` (its
+hyper-parameters plus the separate-learning ones), with the model's ``sea_preset`` if it gives
+one (the settings the paper's logs give for VBPR+SEA and FREEDOM+SEA).
+
+Models registered from outside the package (any module that is imported before the name is
+looked up; ``sea-pyg train --import MODULE``) are first-class: they train, save, load and
+recommend like the built-in ones.
 """
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from torch_geometric.data import HeteroData
 
-from sea_pyg.data.mmrec import EDGE_TYPE, item_features
-from sea_pyg.models.base import Recommender
-from sea_pyg.models.bm3 import BM3
-from sea_pyg.models.freedom import FREEDOM
-from sea_pyg.models.lightgcn import LightGCN
-from sea_pyg.models.mf import MFBPR
+from sea_pyg.models.base import MultimodalRecommender, Recommender, hyperparameters
 from sea_pyg.models.plugin import WithSeparateLearning
-from sea_pyg.models.sea import SEA
-from sea_pyg.models.vbpr import VBPR
-from sea_pyg.nn.separate import SeparateLearning
 
-__all__ = ["ModelSpec", "MODELS", "SEA_PLUGINS", "build_model", "model_names", "sea_variant"]
+__all__ = [
+    "ModelSpec",
+    "MODELS",
+    "SEA_PLUGINS",
+    "register_model",
+    "build_model",
+    "model_names",
+    "sea_variant",
+]
+
+#: Suffix of the separate-learning variant of a multimodal model.
+SEA_SUFFIX = "+sea"
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A named model: its builder, default hyper-parameters and protocol overrides.
+    """A registered model name.
 
     Attributes:
-        name: CLI name.
-        build: ``build(data, **hparams) -> Recommender``.
-        defaults: Default hyper-parameters (constructor keyword arguments).
-        train_defaults: :class:`~sea_pyg.train.TrainConfig` fields this model changes
-            (e.g. SEA's learning rate 1e-4).
-        description: One line for ``--help``.
+        name: CLI name (``sea-pyg train --model NAME``).
+        cls: The model class.
+        description: One line for ``--help`` and ``sea-pyg models``.
+        preset: Hyper-parameters this name changes from the constructor's defaults.
+        train_defaults: :class:`~sea_pyg.train.TrainConfig` fields this model changes (e.g.
+            SEA's learning rate 1e-4).
+        host: For a ``+sea`` entry, the name of the host model; ``None`` otherwise.
     """
 
     name: str
-    build: Callable[..., Recommender]
-    defaults: dict[str, Any] = field(default_factory=dict)
-    train_defaults: dict[str, Any] = field(default_factory=dict)
-    description: str = ""
+    cls: type[Recommender]
+    description: str
+    preset: Mapping[str, Any] = field(default_factory=dict)
+    train_defaults: Mapping[str, Any] = field(default_factory=dict)
+    host: str | None = None
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """All hyper-parameters of this name with their values (constructor defaults, then the
+        preset's changes; for a ``+sea`` entry the host's and the separate-learning ones)."""
+        base = hyperparameters(self.cls)
+        if self.host is not None:
+            base = {**base, **hyperparameters(WithSeparateLearning)}
+        return {**base, **self.preset}
+
+    def build(self, data: HeteroData, **hparams: Any) -> Recommender:
+        """The model for ``data`` with ``hparams`` (all of :attr:`defaults`' keys)."""
+        if self.host is None:
+            return self.cls.from_data(data, **hparams)
+        own = hyperparameters(self.cls)
+        host = self.cls.from_data(data, **{k: v for k, v in hparams.items() if k in own})
+        return WithSeparateLearning(host, **{k: v for k, v in hparams.items() if k not in own})
 
 
-def _sizes(data: HeteroData) -> tuple[int, int]:
-    return int(data["user"].num_nodes), int(data["item"].num_nodes)
+#: name -> :class:`ModelSpec`, filled by :func:`register_model`.
+MODELS: dict[str, ModelSpec] = {}
+
+#: host name -> its ``+sea`` name, for every registered multimodal model.
+SEA_PLUGINS: dict[str, str] = {}
 
 
-def _build_mf(data: HeteroData, **kw: Any) -> Recommender:
-    u, n = _sizes(data)
-    return MFBPR(u, n, **kw)
-
-
-def _build_lightgcn(data: HeteroData, **kw: Any) -> Recommender:
-    u, n = _sizes(data)
-    return LightGCN(u, n, data[EDGE_TYPE].edge_index, **kw)
-
-
-def _build_sea(data: HeteroData, **kw: Any) -> Recommender:
-    u, n = _sizes(data)
-    return SEA(u, n, data[EDGE_TYPE].edge_index, _features(data), **kw)
-
-
-#: SEA hyper-parameters of the official code (reference.md 4.8); presets change a few.
-SEA_DEFAULTS: dict[str, Any] = {
-    "embedding_dim": 64,
-    "hidden_dim": 256,
-    "num_layers": 2,
-    "transform_dims": None,
-    "knn_k": 10,
-    "knn_weights": None,
-    "learnable_knn_weights": False,
-    "item_graph_layers": 1,
-    "bpr": "log2",
-    "binarize_graph": False,
-    "graph_eps": 0.0,
-    "fused": True,
-    "split": 0.5,
-    "alignment": "solosim",
-    "distancing": "club",
-    "align_weight": 0.012,
-    "dist_weight": 0.006,
-    "temperature": 0.2,
-    "proj_hidden_dim": 64,
-    "proj_dim": 32,
-    "trans_dim": 32,
-    "club_hidden_dim": 8,
-    "club_scale": 0.5,
-    "club_clamp_min": 0.0,
-    "club_estimator": "sample",
-    "club_fit": "own",
-    "club_shared": False,
-    "club_steps": 50,
-    "club_lr": 1e-4,
-    # Alignment logits 256 rows at a time: never an N x N matrix, and at Baby scale about
-    # 2.5x faster than the dense path on a CPU (cache-sized chunks; benchmarks/bench_sea.py).
-    "chunk_size": 256,
-}
-
-#: name -> (changes to SEA_DEFAULTS, description)
-SEA_PRESETS: dict[str, tuple[dict[str, Any], str]] = {
-    "sea": ({}, "SEA (preset default: SoloSim + CLUB, each modality's CLUB fitted on its own "
-            "generic/unique pairs, the paper's method)"),
-    "sea-reference": (
-        {"club_fit": "cross_modal", "club_shared": True},
-        "SEA as the official code trains it (one shared CLUB fitted on cross-modal pairs)",
-    ),
-    "sea-a": ({}, "SEA_a: SoloSim alignment + CLUB distancing (= sea)"),
-    "sea-b": ({"distancing": "negl2"}, "SEA_b: SoloSim alignment + negative-L2 distancing"),
-    "sea-c": ({"alignment": "infonce"}, "SEA_c: InfoNCE alignment + CLUB distancing"),
-    "sea-d": (
-        {"alignment": "infonce", "distancing": "negl2"},
-        "SEA_d: InfoNCE alignment + negative-L2 distancing",
-    ),
-    "sea-noalign": ({"alignment": "none"}, "SEA without alignment (ablation)"),
-    "sea-nodist": ({"distancing": "none"}, "SEA without distancing (ablation)"),
-    "sea-noboth": (
-        {"alignment": "none", "distancing": "none"},
-        "SEA without alignment and distancing (ablation w/o All)",
-    ),
-}
-def _features(data: HeteroData) -> dict:
-    """``{modality: (N, F_m)}`` item features of ``data``, in ``data.modalities`` order."""
-    feats = item_features(data)
-    if not feats:
+def _check_keys(name: str, cls: type, values: Mapping[str, Any], what: str,
+                extra: Mapping[str, Any] | None = None) -> None:
+    known = {**hyperparameters(cls), **(extra or {})}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
         raise ValueError(
-            f"this model needs item features, but dataset {getattr(data, 'name', '?')!r} has "
-            "none: put at least one <modality>_feat.npy file (e.g. image_feat.npy, "
-            "text_feat.npy) in its folder"
+            f"register_model({name!r}): {what} names {unknown}, which {cls.__name__} does not "
+            f"take; its hyper-parameters are {sorted(known)}"
         )
-    return feats
 
 
-def _build_vbpr(data: HeteroData, **kw: Any) -> Recommender:
-    u, _ = _sizes(data)
-    return VBPR(u, _features(data), **kw)
+def register_model(
+    name: str,
+    description: str,
+    *,
+    train_defaults: Mapping[str, Any] | None = None,
+    presets: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
+    sea_preset: tuple[str, Mapping[str, Any]] | None = None,
+) -> Callable[[type], type]:
+    """Class decorator: registers a :class:`~sea_pyg.models.Recommender` under ``name``.
+
+    Args:
+        name: CLI name (lower case, no spaces; must not end in ``+sea``).
+        description: One line for ``--help``.
+        train_defaults: :class:`~sea_pyg.train.TrainConfig` fields the model changes (e.g.
+            ``{"lr": 1e-4}``); they apply to its presets and its ``+sea`` entry too.
+        presets: ``{preset_name: (description, {hparam: value})}``: more registry names for
+            the same class with some hyper-parameters changed (e.g. SEA's ``sea-b``).
+        sea_preset: ``(description, {hparam: value})`` of the model's ``+sea`` entry (only
+            for a :class:`~sea_pyg.models.MultimodalRecommender`; host and separate-learning
+            hyper-parameters may both be set).
+
+    Raises:
+        ValueError: a name is taken, or a preset names an unknown hyper-parameter.
+    """
+    if not name or name != name.strip().lower() or " " in name or name.endswith(SEA_SUFFIX):
+        raise ValueError(
+            f"register_model: bad name {name!r}; use lower case without spaces, not ending "
+            f"in {SEA_SUFFIX!r}"
+        )
+
+    def decorate(cls: type) -> type:
+        if not (isinstance(cls, type) and issubclass(cls, Recommender)):
+            raise TypeError(f"register_model({name!r}) decorates a Recommender subclass, "
+                            f"got {cls!r}")
+        train = dict(train_defaults or {})
+        entries = [ModelSpec(name, cls, description, {}, train)]
+        for preset_name, (desc, values) in (presets or {}).items():
+            _check_keys(name, cls, values, f"preset {preset_name!r}")
+            entries.append(ModelSpec(preset_name, cls, desc, dict(values), train))
+        if issubclass(cls, MultimodalRecommender):
+            desc, values = sea_preset or (
+                f"{name} + SEA's separate learning on its per-modality item representations",
+                {},
+            )
+            _check_keys(name, cls, values, "sea_preset", hyperparameters(WithSeparateLearning))
+            entries.append(ModelSpec(name + SEA_SUFFIX, cls, desc, dict(values), train, name))
+        elif sea_preset is not None:
+            raise ValueError(
+                f"register_model({name!r}): sea_preset needs a MultimodalRecommender (one with "
+                "per-modality item representations)"
+            )
+        taken = [e.name for e in entries if e.name in MODELS and MODELS[e.name].cls is not cls]
+        if taken:
+            raise ValueError(f"register_model: model name(s) {taken} are already registered")
+        for e in entries:
+            MODELS[e.name] = e
+            if e.host is not None:
+                SEA_PLUGINS[e.host] = e.name
+        return cls
+
+    return decorate
 
 
-def _build_freedom(data: HeteroData, **kw: Any) -> Recommender:
-    u, _ = _sizes(data)
-    return FREEDOM(u, data[EDGE_TYPE].edge_index, _features(data), **kw)
-
-
-def _build_bm3(data: HeteroData, **kw: Any) -> Recommender:
-    u, _ = _sizes(data)
-    return BM3(u, data[EDGE_TYPE].edge_index, _features(data), **kw)
-
-
-MODELS: dict[str, ModelSpec] = {
-    "mf": ModelSpec(
-        "mf",
-        _build_mf,
-        {"embedding_dim": 64, "reg_weight": 1e-4},
-        description="matrix factorisation with BPR (MMRec BPR)",
-    ),
-    "lightgcn": ModelSpec(
-        "lightgcn",
-        _build_lightgcn,
-        {"embedding_dim": 64, "num_layers": 2, "reg_weight": 1e-4},
-        description="LightGCN on PyG LGConv (MMRec LightGCN)",
-    ),
-    # MMRec VBPR.yaml: embedding_size 64; reg_weight grid {2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5}
-    # (the best grid point is unpublished; 1e-4 as for MF). Protocol lr 1e-3.
-    "vbpr": ModelSpec(
-        "vbpr",
-        _build_vbpr,
-        {"embedding_dim": 64, "reg_weight": 1e-4},
-        description="VBPR: ID + fused-feature item embeddings (MMRec VBPR)",
-    ),
-    # MMRec FREEDOM.yaml: embedding/feat_embed 64, knn_k 10, mm_image_weight 0.1, n_mm_layers 1,
-    # n_ui_layers 2; grid dropout {0.8, 0.9}, reg_weight {0, 1e-5, 1e-4, 1e-3}. Defaults: the
-    # FREEDOM+SEA run (dropout 0.8, reg_weight 0). Protocol lr 1e-3.
-    "freedom": ModelSpec(
-        "freedom",
-        _build_freedom,
-        {
-            "embedding_dim": 64,
-            "feat_embed_dim": 64,
-            "knn_k": 10,
-            "mm_image_weight": 0.1,
-            "knn_weights": None,
-            "n_mm_layers": 1,
-            "n_ui_layers": 2,
-            "dropout": 0.8,
-            "reg_weight": 0.0,
-            "trainable_features": True,
-            "fuse_modalities": False,
-        },
-        description="FREEDOM: frozen item kNN graph + degree-sensitive edge pruning (MMRec)",
-    ),
-    # MMRec BM3.yaml: embedding_size 64, cl_weight 2.0; grid n_layers {1, 2}, dropout {0.3, 0.5},
-    # reg_weight {0.1, 0.01}. Defaults: the official best for Baby (1, 0.5, 0.1). Protocol lr 1e-3.
-    "bm3": ModelSpec(
-        "bm3",
-        _build_bm3,
-        {
-            "embedding_dim": 64,
-            "n_layers": 1,
-            "dropout": 0.5,
-            "reg_weight": 0.1,
-            "cl_weight": 2.0,
-            "trainable_features": True,
-        },
-        description="BM3: self-supervised, no negatives, dropout target views (MMRec BM3)",
-    ),
-}
-
-
-# ---- host + SEA (paper Table 3) ---------------------------------------------------------------
-#: Keyword arguments of SeparateLearning; the rest of a plug-in model's hparams go to the host.
-_SEPARATE_KEYS = (
-    "split", "alignment", "distancing", "align_weight", "dist_weight", "temperature",
-    "proj_hidden_dim", "proj_dim", "trans_dim", "club_hidden_dim", "club_scale",
-    "club_clamp_min", "club_estimator", "club_fit", "club_shared", "club_steps", "club_lr",
-    "chunk_size",
-)
-assert set(_SEPARATE_KEYS) == set(inspect.signature(SeparateLearning).parameters) - {"dims"}
-
-
-def _plugin_builder(host_build: Callable[..., Recommender]) -> Callable[..., Recommender]:
-    def build(data: HeteroData, **kw: Any) -> Recommender:
-        separate = {k: kw.pop(k) for k in _SEPARATE_KEYS if k in kw}
-        if separate.get("chunk_size") == "auto":
-            n = _sizes(data)[1]
-            separate["chunk_size"] = None if n <= 8192 else 2048
-        return WithSeparateLearning(host_build(data, **kw), **separate)
-
-    return build
-
-
-#: Separate-learning settings shared by the plug-in models (reference.md 4.8 and 5): 50/50
-#: split, SoloSim + CLUB, no trans layers (the CLUB reads the halves directly), CLUB hidden
-#: width 8, 50 inner steps at the model's learning rate (1e-3 for the MMRec hosts).
-_PLUGIN_SEPARATE: dict[str, Any] = {
-    "split": 0.5,
-    "alignment": "solosim",
-    "distancing": "club",
-    "trans_dim": None,
-    "club_hidden_dim": 8,
-    "club_scale": 0.5,
-    "club_clamp_min": 0.0,
-    "club_estimator": "sample",
-    "club_fit": "own",
-    "club_shared": False,
-    "club_steps": 50,
-    "club_lr": 1e-3,
-    "chunk_size": "auto",
-}
-
-#: host name -> its "+sea" model name (``sea-pyg train --model HOST --sea``).
-SEA_PLUGINS: dict[str, str] = {"vbpr": "vbpr+sea", "freedom": "freedom+sea"}
-
-# XVBPR (reference.md 5): reg_weight 2.0, alpha_contrast 0.1, explore_loss_coeff 0.01 (taken as
-# the CLUB weight), temp 0.1, heads 32 -> 64 -> 64 -> 32 on the 32/32 halves of the 64-d
-# per-modality representations. Here those are VBPR's own W_m x^m blocks (they feed the score).
-MODELS["vbpr+sea"] = ModelSpec(
-    "vbpr+sea",
-    _plugin_builder(_build_vbpr),
-    {
-        **MODELS["vbpr"].defaults,
-        "reg_weight": 2.0,
-        **_PLUGIN_SEPARATE,
-        "align_weight": 0.1,
-        "dist_weight": 0.01,
-        "temperature": 0.1,
-        "proj_hidden_dim": 64,
-        "proj_dim": 32,
-    },
-    description="VBPR+SEA (paper Table 3): VBPR + separate learning on its per-modality "
-    "content representations W_m x^m",
-)
-# XFREEDOM (reference.md 5): dropout 0.8, reg_weight 0, heads 32 -> 33 -> 33 -> 63 on the 32/32
-# halves of the 64-d T_m(x^m). The SEA weights and temperature are not in its log: the official
-# SEA defaults (0.012, 0.006, 0.2) are assumed.
-MODELS["freedom+sea"] = ModelSpec(
-    "freedom+sea",
-    _plugin_builder(_build_freedom),
-    {
-        **MODELS["freedom"].defaults,
-        **_PLUGIN_SEPARATE,
-        "align_weight": 0.012,
-        "dist_weight": 0.006,
-        "temperature": 0.2,
-        "proj_hidden_dim": 33,
-        "proj_dim": 63,
-    },
-    description="FREEDOM+SEA (paper Table 3): FREEDOM + separate learning on T_m(x^m) "
-    "(which do not feed the score unless fuse_modalities=true)",
-)
+def model_names() -> list[str]:
+    """The registered model names, sorted (what ``sea-pyg train --model`` accepts)."""
+    return sorted(MODELS)
 
 
 def sea_variant(name: str) -> str:
-    """The ``+sea`` model name of host ``name`` (``"vbpr"`` -> ``"vbpr+sea"``).
+    """The ``+sea`` model name of ``name`` (``"vbpr"`` -> ``"vbpr+sea"``).
 
     Raises:
-        ValueError: when ``name`` has no separate-learning plug-in.
+        ValueError: when ``name`` has no separate-learning variant.
     """
     key = name.lower()
     if key in SEA_PLUGINS.values():
         return key
     if key in SEA_PLUGINS:
         return SEA_PLUGINS[key]
-    if key in SEA_PRESETS:
+    spec = MODELS.get(key)
+    if spec is not None and getattr(spec.cls, "has_separate_learning", False):
         raise ValueError(
             f"model {name!r} is SEA itself and already has separate learning; drop --sea"
         )
     hosts = ", ".join(sorted(SEA_PLUGINS))
     raise ValueError(
-        f"model {name!r} has no SEA plug-in (--sea works with: {hosts}); "
-        "see docs/models.md, 'Host + SEA', to add one"
+        f"model {name!r} has no SEA plug-in (--sea works with every model that has "
+        f"per-modality item representations: {hosts}); see docs/concepts.md, "
+        "'How to add a model'"
     )
-
-
-for _name, (_changes, _desc) in SEA_PRESETS.items():
-    MODELS[_name] = ModelSpec(
-        _name, _build_sea, {**SEA_DEFAULTS, **_changes}, {"lr": 1e-4}, description=_desc
-    )
-
-
-def model_names() -> list[str]:
-    """The registered model names, sorted (what ``sea-pyg train --model`` accepts)."""
-    return sorted(MODELS)
 
 
 def build_model(
@@ -336,16 +201,20 @@ def build_model(
         ``(model, model_info, train_defaults)``: ``model_info`` is ``{"name", "hparams"}``
         (JSON-able, stored in checkpoints); ``train_defaults`` are the model's
         :class:`~sea_pyg.train.TrainConfig` overrides.
+
+    Raises:
+        ValueError: unknown name or hyper-parameter (the message lists the valid ones).
     """
     key = name.lower()
     if key not in MODELS:
         raise ValueError(f"unknown model {name!r}; choose from {model_names()}")
     spec = MODELS[key]
-    unknown = [k for k in overrides if k not in spec.defaults]
+    defaults = spec.defaults
+    unknown = [k for k in overrides if k not in defaults]
     if unknown:
         raise ValueError(
-            f"model {key!r} has no hyper-parameter(s) {unknown}; it takes {sorted(spec.defaults)}"
+            f"model {key!r} has no hyper-parameter(s) {unknown}; it takes {sorted(defaults)}"
         )
-    hparams = {**spec.defaults, **overrides}
+    hparams = {**defaults, **overrides}
     model = spec.build(data, **hparams)
     return model, {"name": key, "hparams": hparams}, dict(spec.train_defaults)

@@ -2,31 +2,49 @@ r"""SEA: Separate Learning for Multimedia Recommendation, assembled from ``sea_p
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
+from sea_pyg.models._multimodal import check_features
 from sea_pyg.models.base import Recommender
+from sea_pyg.models.registry import register_model
 from sea_pyg.nn.conv import bipartite_norm_adj
 from sea_pyg.nn.encoders import ModalGCNEncoder
 from sea_pyg.nn.fused import linear_then_consumers
-from sea_pyg.nn.knn import ItemKNNGraph
+from sea_pyg.nn.knn import ItemKNNGraph, image_weighted_mix
 from sea_pyg.nn.losses import bpr_loss
 from sea_pyg.nn.separate import SeparateLearning
 
-__all__ = ["SEA", "default_knn_weights"]
+__all__ = ["SEA"]
 
 
-def default_knn_weights(names: list[str], image_weight: float = 0.1) -> dict[str, float]:
-    """The official item-graph mix: ``image_weight`` for ``"image"`` and the rest shared
-    equally by the other modalities; equal weights when there is no ``"image"`` modality."""
-    if "image" in names and len(names) > 1:
-        rest = (1.0 - image_weight) / (len(names) - 1)
-        return {m: (image_weight if m == "image" else rest) for m in names}
-    return {m: 1.0 / len(names) for m in names}
-
-
+@register_model(
+    "sea",
+    "SEA (preset default: SoloSim + CLUB, each modality's CLUB fitted on its own "
+    "generic/unique pairs, the paper's method)",
+    train_defaults={"lr": 1e-4},
+    presets={
+        "sea-reference": (
+            "SEA as the official code trains it (one shared CLUB fitted on cross-modal pairs)",
+            {"club_fit": "cross_modal", "club_shared": True},
+        ),
+        "sea-a": ("SEA_a: SoloSim alignment + CLUB distancing (= sea)", {}),
+        "sea-b": ("SEA_b: SoloSim alignment + negative-L2 distancing", {"distancing": "negl2"}),
+        "sea-c": ("SEA_c: InfoNCE alignment + CLUB distancing", {"alignment": "infonce"}),
+        "sea-d": (
+            "SEA_d: InfoNCE alignment + negative-L2 distancing",
+            {"alignment": "infonce", "distancing": "negl2"},
+        ),
+        "sea-noalign": ("SEA without alignment (ablation)", {"alignment": "none"}),
+        "sea-nodist": ("SEA without distancing (ablation)", {"distancing": "none"}),
+        "sea-noboth": (
+            "SEA without alignment and distancing (ablation w/o All)",
+            {"alignment": "none", "distancing": "none"},
+        ),
+    },
+)
 class SEA(Recommender):
     r"""SEA (Separate Learning for Multimedia Recommendation) on the official code's backbone.
 
@@ -40,7 +58,8 @@ class SEA(Recommender):
     3. the separate-learning terms of :class:`~sea_pyg.nn.SeparateLearning` on
        :math:`\mathbf{T}^m` (generic = first half of the columns, unique = second half).
 
-    Fusion (modalities in sorted order, so ``image`` before ``text`` as in the official code):
+    Fusion (modalities in the order of ``features``; datasets list them sorted, so ``image``
+    before ``text`` as in the official code):
     users :math:`\mathbf{e}_u = \Vert_m\, w_{u,m} \mathbf{e}^m_u` with free per-user weights
     (initialised near :math:`1/M`), items :math:`\mathbf{e}_i = \Vert_m \mathbf{e}^m_i` plus
     ``item_graph_layers`` propagations over the frozen item-item kNN graph
@@ -58,8 +77,9 @@ class SEA(Recommender):
     layers that read :math:`\mathbf{T}^m` (:func:`~sea_pyg.nn.linear_then_consumers`): same
     mathematics, about 7x fewer FLOPs for image features.
 
-    The CLUB estimators are fitted in :meth:`after_backward`, between the model's backward and
-    its optimizer step (official order).
+    The CLUB estimators are declared by the separate-learning module
+    (:meth:`~sea_pyg.models.Recommender.auxiliary_estimators`); the trainer fits them between
+    the model's backward and its optimizer step (official order).
 
     Args:
         num_users: ``U``.
@@ -75,17 +95,25 @@ class SEA(Recommender):
             Smaller values make a cheaper model (a different one).
         knn_k: Neighbours per item in the item graph (official: 10).
         knn_weights: Modality weights of the item graph; ``None`` gives
-            :func:`default_knn_weights` (image 0.1, text 0.9).
+            :func:`~sea_pyg.nn.image_weighted_mix` (image 0.1, text 0.9).
         learnable_knn_weights: Learn the mix (paper Eq. 11) instead of fixing it.
         item_graph_layers: Item-graph propagations (official: 1).
         bpr: ``"log2"`` (official) or ``"logsigmoid"``.
         binarize_graph / graph_eps: User-item adjacency options, see
             :func:`~sea_pyg.nn.bipartite_norm_adj` (official: keep duplicates, no epsilon).
         fused: Re-associate the transforms (default) or materialise them (the naive order).
-        **separate: Keyword arguments of :class:`~sea_pyg.nn.SeparateLearning` (``split``,
-            ``alignment``, ``distancing``, ``align_weight``, ``dist_weight``, ``temperature``,
-            ``club_*``, ...).
+        chunk_size: Rows per chunk of the alignment logits (never an :math:`N \times N`
+            matrix; at Baby scale about 2.5x faster than the dense path on a CPU, see
+            ``benchmarks/bench_sea.py``), or ``None`` for the dense matrix.
+        **separate: The other keyword arguments of :class:`~sea_pyg.nn.SeparateLearning`
+            (``split``, ``alignment``, ``distancing``, ``align_weight``, ``dist_weight``,
+            ``temperature``, ``club_*``, ...), with its defaults (the official code's).
     """
+
+    #: ``**separate`` takes :class:`~sea_pyg.nn.SeparateLearning`'s hyper-parameters.
+    forwards_kwargs_to = SeparateLearning
+    #: SEA has separate learning built in (no ``+sea`` variant).
+    has_separate_learning = True
 
     def __init__(
         self,
@@ -105,21 +133,12 @@ class SEA(Recommender):
         binarize_graph: bool = False,
         graph_eps: float = 0.0,
         fused: bool = True,
+        chunk_size: int | None = 256,
         **separate,
     ) -> None:
         super().__init__()
-        if not features:
-            raise ValueError(
-                "SEA needs item features: give at least one modality, e.g. "
-                "features={'text': Tensor[N, 384]} (an MMRec folder's <modality>_feat.npy)"
-            )
-        self.names = sorted(features)
-        for m in self.names:
-            x = features[m]
-            if x.dim() != 2 or x.size(0) != num_items:
-                raise ValueError(
-                    f"features[{m!r}] must be ({num_items}, F), got {tuple(x.shape)}"
-                )
+        features = check_features(features, num_items)
+        self.modalities = list(features)
         if bpr not in ("log2", "logsigmoid"):
             raise ValueError(f"`bpr` must be 'log2' or 'logsigmoid', got {bpr!r}")
         if item_graph_layers < 0:
@@ -129,26 +148,26 @@ class SEA(Recommender):
         self.item_graph_layers = item_graph_layers
 
         if transform_dims is None:
-            dims = {m: int(features[m].size(1)) for m in self.names}
+            dims = {m: int(features[m].size(1)) for m in self.modalities}
         elif isinstance(transform_dims, int):
-            dims = {m: int(transform_dims) for m in self.names}
+            dims = {m: int(transform_dims) for m in self.modalities}
         else:
-            dims = {m: int(transform_dims.get(m, features[m].size(1))) for m in self.names}
+            dims = {m: int(transform_dims.get(m, features[m].size(1))) for m in self.modalities}
 
-        for m in self.names:
+        for m in self.modalities:
             self.register_buffer(
                 f"x_{m}", features[m].detach().to(torch.float32), persistent=False
             )
         self.transforms = nn.ModuleDict(
-            {m: nn.Linear(features[m].size(1), dims[m]) for m in self.names}
+            {m: nn.Linear(features[m].size(1), dims[m]) for m in self.modalities}
         )
         self.encoders = nn.ModuleDict(
             {
                 m: ModalGCNEncoder(num_users, dims[m], embedding_dim, hidden_dim, num_layers)
-                for m in self.names
+                for m in self.modalities
             }
         )
-        self.user_weight = nn.Parameter(torch.empty(num_users, len(self.names), 1))
+        self.user_weight = nn.Parameter(torch.empty(num_users, len(self.modalities), 1))
         self.register_buffer(
             "adj",
             bipartite_norm_adj(
@@ -156,33 +175,34 @@ class SEA(Recommender):
             ),
             persistent=False,
         )
-        weights = dict(knn_weights) if knn_weights is not None else default_knn_weights(
-            self.names
+        weights = dict(knn_weights) if knn_weights is not None else image_weighted_mix(
+            self.modalities
         )
         self.item_graph = (
             ItemKNNGraph(
-                {m: features[m] for m in self.names},
+                {m: features[m] for m in self.modalities},
                 k=knn_k,
-                weights=[weights[m] for m in self.names],
+                weights=[weights[m] for m in self.modalities],
                 learnable=learnable_knn_weights,
             )
             if item_graph_layers > 0
             else None
         )
-        if len(self.names) == 1:
+        if len(self.modalities) == 1:
             separate.setdefault("alignment", "none")
-        self.separate = SeparateLearning(dims, **separate)
+        self.separate = SeparateLearning(dims, chunk_size=chunk_size, **separate)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        for m in self.names:
+        for m in self.modalities:
             self.transforms[m].reset_parameters()
             self.encoders[m].reset_parameters()
         with torch.no_grad():
             nn.init.xavier_normal_(self.user_weight)
             self.user_weight.copy_(torch.softmax(self.user_weight, dim=1))
 
-    def features(self, m: str) -> Tensor:
+    def feature(self, m: str) -> Tensor:
+        """The raw ``(N, F_m)`` features of modality ``m``."""
         return getattr(self, f"x_{m}")
 
     # ------------------------------------------------------------------ forward
@@ -191,7 +211,7 @@ class SEA(Recommender):
         consumers = [(enc.input_linear, (0, self.transforms[m].out_features))]
         if with_separate:
             consumers += self.separate.consumers(m)
-        outs = linear_then_consumers(self.features(m), self.transforms[m], consumers, self.fused)
+        outs = linear_then_consumers(self.feature(m), self.transforms[m], consumers, self.fused)
         return enc.forward_from_hidden(outs[0], self.adj), outs[1:]
 
     def _fuse(self, per_modality: list[Tensor]) -> tuple[Tensor, Tensor]:
@@ -211,7 +231,7 @@ class SEA(Recommender):
         """Full-graph ``(users (U, M d), items (N, M d))``; with ``with_separate`` also the
         separate-learning consumer outputs per modality."""
         encoded, hidden = [], {}
-        for m in self.names:
+        for m in self.modalities:
             e, h = self._modality(m, with_separate)
             encoded.append(e)
             hidden[m] = h
@@ -237,31 +257,17 @@ class SEA(Recommender):
         """Per modality the projections ``z`` and the generic/unique parts ``g``/``u`` the
         separate-learning losses see (e.g. for the paper's t-SNE figures)."""
         hidden = {}
-        for m in self.names:
+        for m in self.modalities:
             consumers = self.separate.consumers(m)
             hidden[m] = (
-                linear_then_consumers(self.features(m), self.transforms[m], consumers, self.fused)
+                linear_then_consumers(self.feature(m), self.transforms[m], consumers, self.fused)
                 if consumers
                 else []
             )
         return self.separate.parts(hidden)
 
-    # ------------------------------------------------------------------ trainer hooks
-    def after_backward(self) -> dict[str, float]:
-        return self.separate.fit_estimators()
-
-    def optimizer_parameters(self) -> Iterator[nn.Parameter]:
-        aux = {id(p) for p in self.separate.estimator_parameters()}
-        return (p for p in self.parameters() if id(p) not in aux)
-
-    def auxiliary_state_dict(self) -> dict:
-        return {"club_optimizer": self.separate.estimator_state_dict()}
-
-    def load_auxiliary_state_dict(self, state: dict) -> None:
-        self.separate.load_estimator_state_dict(state.get("club_optimizer", {}))
-
     def extra_repr(self) -> str:
         return (
-            f"num_users={self.num_users}, num_items={self.num_items}, modalities={self.names}, "
+            f"num_users={self.num_users}, num_items={self.num_items}, modalities={self.modalities}, "
             f"bpr={self.bpr!r}, fused={self.fused}"
         )

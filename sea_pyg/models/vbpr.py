@@ -9,13 +9,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sea_pyg.models._multimodal import batch_item_rows, check_features
-from sea_pyg.models.base import Recommender
+from sea_pyg.models.base import MultimodalRecommender, TrainOutput
+from sea_pyg.models.registry import register_model
 from sea_pyg.nn.losses import bpr_loss, emb_loss
 
 __all__ = ["VBPR"]
 
 
-class VBPR(Recommender):
+# MMRec VBPR.yaml: embedding_size 64; reg_weight grid {2.0, 1.0, 0.1, 0.01, 1e-3, 1e-4, 1e-5} (the
+# best grid point is unpublished; 1e-4 as for MF). Protocol lr 1e-3.
+# VBPR+SEA, from the authors' XVBPR log (reference.md 5): reg_weight 2.0, alpha_contrast 0.1,
+# explore_loss_coeff 0.01 (taken as the CLUB weight), temp 0.1, heads 32 -> 64 -> 64 -> 32 (the
+# separate-learning defaults) on the 32/32 halves of the 64-d per-modality representations.
+@register_model(
+    "vbpr",
+    "VBPR: ID + fused-feature item embeddings (MMRec VBPR)",
+    sea_preset=(
+        "VBPR+SEA (paper Table 3): VBPR + separate learning on its per-modality content "
+        "representations W_m x^m",
+        {"reg_weight": 2.0, "align_weight": 0.1, "dist_weight": 0.01, "temperature": 0.1},
+    ),
+)
+class VBPR(MultimodalRecommender):
     r"""Visual BPR with MMRec's architecture, loss and initialisation.
 
     Every item has a free ID embedding :math:`\mathbf{q}_i \in \mathbb{R}^{d}` and a content
@@ -74,7 +89,7 @@ class VBPR(Recommender):
         self.modalities = list(feats)
         self.feature_dims = {m: int(x.size(1)) for m, x in feats.items()}
         for m, x in feats.items():
-            self.register_buffer(f"feat_{m}", x, persistent=False)
+            self.register_buffer(f"x_{m}", x, persistent=False)
         self.user_emb = nn.Embedding(num_users, 2 * embedding_dim)
         self.item_emb = nn.Embedding(num_items, embedding_dim)
         self.item_linear = nn.Linear(sum(self.feature_dims.values()), embedding_dim)
@@ -88,7 +103,7 @@ class VBPR(Recommender):
 
     def feature(self, modality: str) -> Tensor:
         """The raw ``(N, F_m)`` features of ``modality``."""
-        return getattr(self, f"feat_{modality}")
+        return getattr(self, f"x_{modality}")
 
     def _weight_blocks(self) -> dict[str, Tensor]:
         blocks, start = {}, 0
@@ -124,13 +139,13 @@ class VBPR(Recommender):
         content = self._fuse(self.modal_item_representations())
         return self.user_emb.weight, torch.cat([self.item_emb.weight, content], dim=-1)
 
-    def _forward_train(self, batch: Tensor, all_modal_items: bool = False) -> dict:
+    def forward_train(self, batch: Tensor, all_modal_items: bool = False) -> TrainOutput:
         """Everything the loss needs for a ``(3, B)`` batch.
 
-        Returns a dict with ``user``, ``pos``, ``neg`` (``(B, 2d)`` batch rows), ``modal``
-        (``{m: (R, d)}`` per-modality representations at item ids ``modal_items``; ``None``
-        means all ``N`` items, which ``all_modal_items=True`` forces so that an extra loss over
-        all items can reuse them).
+        Returns a :class:`~sea_pyg.models.TrainOutput` with ``rows`` ``user``, ``pos``,
+        ``neg`` (``(B, 2d)`` batch rows) and ``modal`` (``{m: (R, d)}`` per-modality
+        representations at item ids ``modal_items``: the batch's distinct items, or all ``N``
+        items with ``all_modal_items=True``, so that an extra loss over all items reuses them).
         """
         users, pos, neg = batch
         rows, index = batch_item_rows(torch.cat([pos, neg]), all_modal_items)
@@ -139,23 +154,16 @@ class VBPR(Recommender):
         ids = self.item_emb(torch.cat([pos, neg]))
         items = torch.cat([ids, content], dim=-1)
         b = users.numel()
-        return {
-            "user": self.user_emb(users),
-            "pos": items[:b],
-            "neg": items[b:],
-            "modal": modal,
-            "modal_items": rows,
-        }
+        return TrainOutput(
+            modal, rows, {"user": self.user_emb(users), "pos": items[:b], "neg": items[b:]}
+        )
 
-    def _loss_terms(self, out: dict) -> dict[str, Tensor]:
-        u, p, n = out["user"], out["pos"], out["neg"]
+    def loss_terms(self, out: TrainOutput) -> dict[str, Tensor]:
+        u, p, n = out.rows["user"], out.rows["pos"], out.rows["neg"]
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="mmrec")}
         if self.reg_weight:
             terms["reg"] = self.reg_weight * emb_loss(u, p, n)
         return terms
-
-    def loss(self, batch: Tensor) -> dict[str, Tensor]:
-        return self._loss_terms(self._forward_train(batch))
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
         return self.forward()

@@ -11,7 +11,8 @@ from sea_pyg.nn.graph import (
     degree_sensitive_edge_weights,
     unique_edges,
 )
-from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, knn_adjacency
+from sea_pyg.nn.auxiliary import AuxiliaryEstimator, GradientStep
+from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
 from sea_pyg.nn.losses import (
     CLUB,
     BPRLoss,
@@ -39,6 +40,9 @@ __all__ = [
     "cosine_knn",
     "knn_adjacency",
     "ItemKNNGraph",
+    "image_weighted_mix",
+    "AuxiliaryEstimator",
+    "GradientStep",
     "bpr_loss",
     "BPRLoss",
     "emb_loss",

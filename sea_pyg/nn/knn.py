@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch_geometric.utils import degree
 
-__all__ = ['cosine_knn', 'knn_adjacency', 'ItemKNNGraph']
+__all__ = ['cosine_knn', 'knn_adjacency', 'ItemKNNGraph', 'image_weighted_mix']
 
 BACKENDS = ('auto', 'torch', 'pyg', 'faiss')
 NORMALIZATIONS = ('sym_row', 'row', 'sym', 'none')
@@ -73,6 +73,27 @@ def _check_features(x: Tensor, name: str = 'x') -> Tensor:
         raise ValueError(f"'{name}' contains NaN or infinite values; impute or drop them "
                          f"before building the k-NN graph")
     return x
+
+
+# Modality weights ############################################################
+
+
+def image_weighted_mix(modalities: Sequence[str], image_weight: float = 0.1) -> dict[str, float]:
+    r"""The modality weights of the item-item graph used by FREEDOM, DRAGON and SEA,
+    generalised to any modality set.
+
+    The reference code mixes :math:`0.1\,\mathbf{S}_{image} + 0.9\,\mathbf{S}_{text}`. Here
+    the modality named ``"image"`` gets ``image_weight`` and the others share
+    ``1 - image_weight`` equally; without an ``"image"`` modality all weights are equal, and
+    a single modality gets 1.
+    """
+    names = list(modalities)
+    if not names:
+        raise ValueError("'modalities' must name at least one modality")
+    if "image" in names and len(names) > 1:
+        rest = (1.0 - image_weight) / (len(names) - 1)
+        return {m: (image_weight if m == "image" else rest) for m in names}
+    return {m: 1.0 / len(names) for m in names}
 
 
 # Cosine k-NN #################################################################

@@ -8,10 +8,16 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
+from sea_pyg.nn.auxiliary import AuxiliaryEstimator, GradientStep
 from sea_pyg.nn.encoders import ProjectionHead
 from sea_pyg.nn.fused import Consumer
-from sea_pyg.nn.losses import CLUB, fit_clubs, info_nce_loss, negative_l2_loss, solosim_loss
-from sea_pyg.optim import adam
+from sea_pyg.nn.losses import (
+    CLUB,
+    club_gradient_step,
+    info_nce_loss,
+    negative_l2_loss,
+    solosim_loss,
+)
 
 __all__ = ["SeparateLearning", "ALIGNMENTS", "DISTANCINGS", "CLUB_FITS"]
 
@@ -46,10 +52,12 @@ class SeparateLearning(nn.Module):
     (terms that are switched off are omitted). With the official weights (0.012, 0.006) and two
     modalities this is exactly the official ``(ureg B_t + ureg B_v) / 2 + alpha L_align``.
 
-    The CLUB estimators :math:`q_\theta` are not trained by the host's optimizer:
-    :meth:`fit_estimators` (call it between the host's ``backward()`` and its optimizer step, as
-    the official trainer does) runs ``club_steps`` Adam steps of their log-likelihood on the
-    detached pairs of the last :meth:`forward`. Which pairs:
+    The CLUB estimators :math:`q_\theta` are not trained by the host's optimizer: the module
+    declares them (:meth:`auxiliary_estimators`) and the trainer, between the host's
+    ``backward()`` and its optimizer step (as the official trainer does), runs ``club_steps``
+    Adam steps of their log-likelihood on the detached pairs of the last training
+    :meth:`forward` (:func:`sea_pyg.train.fit_estimator` does this in a loop of your own).
+    Which pairs:
 
     * ``club_fit="own"`` (the paper's method, preset ``default``): each modality's estimator
       (one per modality unless ``club_shared``) is fitted on :math:`(\mathbf{g}^m,
@@ -85,7 +93,7 @@ class SeparateLearning(nn.Module):
         club_fit: ``"own"`` or ``"cross_modal"``, see above.
         club_shared: One estimator for all modalities (official: ``True``). Required by
             ``"cross_modal"``.
-        club_steps: Estimator steps per :meth:`fit_estimators` call (official: 50).
+        club_steps: Estimator steps after every host mini-batch (official: 50).
         club_lr: Adam learning rate of the estimators (official: the model's, 1e-4).
         chunk_size: Rows per chunk of the :math:`N \times N` SoloSim / InfoNCE logits, or
             ``None`` for the dense matrix.
@@ -122,19 +130,19 @@ class SeparateLearning(nn.Module):
             raise ValueError(f"`club_fit` must be one of {CLUB_FITS}, got {club_fit!r}")
         if not 0.0 < split < 1.0:
             raise ValueError(f"`split` must be in (0, 1), got {split}")
-        self.names = list(dims)
-        if not self.names:
+        self.modalities = list(dims)
+        if not self.modalities:
             raise ValueError("`dims` must name at least one modality, e.g. {'text': 384}")
-        if alignment != "none" and len(self.names) < 2:
+        if alignment != "none" and len(self.modalities) < 2:
             raise ValueError(
-                f"alignment={alignment!r} needs two modalities or more, got {self.names}; "
+                f"alignment={alignment!r} needs two modalities or more, got {self.modalities}; "
                 "use alignment='none' for a single modality"
             )
         if club_fit == "cross_modal" and distancing == "club":
             if not club_shared:
                 raise ValueError("club_fit='cross_modal' fits one shared estimator: "
                                  "set club_shared=True")
-            if len(self.names) < 2:
+            if len(self.modalities) < 2:
                 raise ValueError("club_fit='cross_modal' needs two modalities or more")
         if isinstance(club_steps, bool) or not isinstance(club_steps, int) or club_steps < 0:
             raise ValueError(f"`club_steps` must be a non-negative int, got {club_steps!r}")
@@ -148,7 +156,7 @@ class SeparateLearning(nn.Module):
         self.club_shared, self.club_steps = bool(club_shared), club_steps
         self.chunk_size = chunk_size
         # Alignment pairs (anchor, target): later modality -> earlier modality.
-        self.pairs = [(b, a) for a, b in itertools.combinations(self.names, 2)]
+        self.pairs = [(b, a) for a, b in itertools.combinations(self.modalities, 2)]
 
         self.heads = nn.ModuleDict()
         self.trans_generic = nn.ModuleDict()
@@ -169,15 +177,14 @@ class SeparateLearning(nn.Module):
                     f"{u[1] - u[0]}"
                 )
 
+        self.club_lr = float(club_lr)
         self.clubs = nn.ModuleDict()
-        self._club_optimizer: torch.optim.Optimizer | None = None
         if distancing == "club":
             # the bound compares trans1(G) with trans2(U), or the halves themselves
-            for key, m in ([("shared", self.names[0])] if club_shared else
-                           [(m, m) for m in self.names]):
+            for key, m in ([("shared", self.modalities[0])] if club_shared else
+                           [(m, m) for m in self.modalities]):
                 dim = trans_dim if trans_dim is not None else self._part_size(m)
                 self.clubs[key] = CLUB(dim, dim, club_hidden_dim, club_scale, club_clamp_min)
-            self._club_optimizer = adam(self.clubs.parameters(), lr=club_lr)
         self._pending: list[tuple[CLUB, list[tuple[Tensor, Tensor]]]] = []
 
     # ---------------------------------------------------------------- layout
@@ -216,7 +223,7 @@ class SeparateLearning(nn.Module):
         """Per modality ``{"z": projection, "g": generic, "u": unique}`` (when used) from the
         outputs of :meth:`consumers`."""
         out: dict[str, dict[str, Tensor]] = {}
-        for m in self.names:
+        for m in self.modalities:
             h = list(hidden[m])
             if len(h) != len(self.consumers(m)):
                 raise ValueError(
@@ -246,22 +253,22 @@ class SeparateLearning(nn.Module):
             if self.distancing == "club":
                 bounds = [
                     self.club_for(m)(parts[m]["g"], parts[m]["u"], self.club_estimator)
-                    for m in self.names
+                    for m in self.modalities
                 ]
                 if self.training and torch.is_grad_enabled():
                     self._remember(parts)
             else:
-                bounds = [negative_l2_loss(parts[m]["g"], parts[m]["u"]) for m in self.names]
+                bounds = [negative_l2_loss(parts[m]["g"], parts[m]["u"]) for m in self.modalities]
             terms["dis"] = self.dist_weight * torch.stack(bounds).mean()
         return terms
 
     def forward(self, reps: Mapping[str, Tensor]) -> dict[str, Tensor]:
         r"""Loss terms for per-modality item representations ``{m: (N, D_m)}``."""
-        missing = [m for m in self.names if m not in reps]
+        missing = [m for m in self.modalities if m not in reps]
         if missing:
             raise ValueError(f"missing representations for modalities {missing}")
         hidden = {}
-        for m in self.names:
+        for m in self.modalities:
             r = reps[m]
             if r.dim() != 2 or r.size(1) != self.dims[m]:
                 raise ValueError(
@@ -280,31 +287,33 @@ class SeparateLearning(nn.Module):
             groups = [(self.clubs["shared"], pairs)]
         elif self.club_shared:
             groups = [(self.clubs["shared"], [(parts[m]["g"], parts[m]["u"])
-                                              for m in self.names])]
+                                              for m in self.modalities])]
         else:
-            groups = [(self.clubs[m], [(parts[m]["g"], parts[m]["u"])]) for m in self.names]
+            groups = [(self.clubs[m], [(parts[m]["g"], parts[m]["u"])]) for m in self.modalities]
         self._pending = [(club, [(x.detach(), y.detach()) for x, y in pairs])
                          for club, pairs in groups]
 
-    def fit_estimators(self) -> dict[str, float]:
-        """Runs ``club_steps`` estimator steps on the pairs of the last training
-        :meth:`forward`; returns ``{"club_nll": last summed learning loss}`` (empty when
-        there is nothing to fit)."""
+    def _club_step(self) -> GradientStep | None:
+        """The gradient step of the CLUB estimators on the pairs of the last training
+        :meth:`forward` (consumed: ``None`` until the next one)."""
         pending, self._pending = self._pending, []
-        if not pending or self._club_optimizer is None or self.club_steps == 0:
-            return {}
-        return {"club_nll": fit_clubs(pending, self._club_optimizer, self.club_steps)}
+        return club_gradient_step(pending) if pending else None
+
+    def auxiliary_estimators(self) -> list[AuxiliaryEstimator]:
+        """The CLUB estimators, as one :class:`~sea_pyg.nn.AuxiliaryEstimator` named
+        ``"club_nll"`` (the summed learning loss it logs); empty without CLUB distancing."""
+        if not len(self.clubs):
+            return []
+        return [
+            AuxiliaryEstimator(
+                "club_nll", tuple(self.clubs.parameters()), self.club_lr, self.club_steps,
+                self._club_step,
+            )
+        ]
 
     def estimator_parameters(self):
-        """Parameters trained by :meth:`fit_estimators`, not by the host's optimizer."""
+        """Parameters of the CLUB estimators (fitted by their own optimizer, not the host's)."""
         return self.clubs.parameters()
-
-    def estimator_state_dict(self) -> dict:
-        return {} if self._club_optimizer is None else self._club_optimizer.state_dict()
-
-    def load_estimator_state_dict(self, state: dict) -> None:
-        if self._club_optimizer is not None and state:
-            self._club_optimizer.load_state_dict(state)
 
     def extra_repr(self) -> str:
         return (

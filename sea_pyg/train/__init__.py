@@ -1,23 +1,36 @@
-"""Training under the MMRec protocol: trainer, full-sort evaluation, model presets,
-saving/loading trained models and top-K recommendation."""
+"""Training under the MMRec protocol: trainer, full-sort evaluation, auxiliary-estimator fitting,
+saving/loading trained models and top-K recommendation.
 
+``train/`` trains; it does not know the model list (that is :mod:`sea_pyg.models`' registry).
+"""
+
+from sea_pyg.train.auxiliary import AuxiliaryTraining, fit_clubs, fit_estimator
 from sea_pyg.train.checkpoint import (
-    Recommendations,
+    FORMAT_VERSION,
     load_checkpoint,
     load_model,
-    recommend,
+    model_payload,
     save_model,
 )
+from sea_pyg.train.config import TrainConfig
 from sea_pyg.train.metrics import METRICS, evaluate_ranking, ranking_metrics
-from sea_pyg.train.trainer import TrainConfig, Trainer, seed_everything
+from sea_pyg.train.recommend import Recommendations, recommend
+from sea_pyg.train.stopping import EarlyStopping
+from sea_pyg.train.trainer import Trainer, seed_everything
 
 __all__ = [
     "METRICS",
     "evaluate_ranking",
     "ranking_metrics",
     "TrainConfig",
+    "EarlyStopping",
     "Trainer",
     "seed_everything",
+    "AuxiliaryTraining",
+    "fit_estimator",
+    "fit_clubs",
+    "FORMAT_VERSION",
+    "model_payload",
     "save_model",
     "load_model",
     "load_checkpoint",

@@ -1,10 +1,10 @@
 """Saving and loading trained models, and top-K recommendation.
 
 A saved model is a plain dict that loads with ``torch.load(path, weights_only=True)`` (only
-tensors, dicts, lists, strings and numbers inside)::
+tensors, dicts, lists, strings and numbers inside), built by :func:`model_payload`::
 
     {
-        "version": 1,
+        "version": 2,                                          # FORMAT_VERSION
         "model_info": {"name": "lightgcn", "hparams": {...}},   # from the registry
         "model": state_dict,
         "dataset": {"name", "num_users", "num_items", "modalities", "feature_dims",
@@ -14,6 +14,8 @@ tensors, dicts, lists, strings and numbers inside)::
 
 The :class:`~sea_pyg.train.Trainer` writes exactly this as ``<run>/best.pt`` (and the same keys
 in ``last.pt``), so every training run is a saved model. :func:`save_model` writes one by hand.
+:func:`load_checkpoint` reads format versions 1 and 2 (version 1 named some hyper-parameters as
+MMRec does: FREEDOM's ``n_ui_layers`` / ``n_mm_layers``, BM3's ``n_layers``).
 
 Graph models (LightGCN, SEA, ...) are built from their training graph, so a checkpoint alone
 cannot rebuild them: :func:`load_model` takes the checkpoint **and** the dataset it was trained
@@ -22,19 +24,13 @@ matches the one recorded (sizes, training edges, id maps) and loads the weights:
 
     data = read_mmrec("data/baby")                 # or MMRecDataset(root, "baby")[0]
     model = load_model("runs/lightgcn-baby-seed999", data)
-    recs = recommend(model, data, users=["A1B2C3..."], k=10)
-
-:func:`recommend` ranks all items for some users, masking the items each user rated in training
-(the protocol's masking), and maps ids back to the original ``user_id`` / ``asin`` when the
-dataset has id maps.
+    recs = recommend(model, data, users=["A1B2C3..."], k=10)   # sea_pyg.train.recommend
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,20 +40,29 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
+from sea_pyg.io import atomic_torch_save
 from sea_pyg.models.base import Recommender
+from sea_pyg.models.registry import build_model
 
 __all__ = [
-    "MODEL_FORMAT_VERSION",
+    "FORMAT_VERSION",
     "dataset_metadata",
+    "model_payload",
     "save_model",
     "load_checkpoint",
     "load_model",
-    "resolve_users",
-    "Recommendations",
-    "recommend",
+    "raw_ids",
 ]
 
-MODEL_FORMAT_VERSION = 1
+#: Version of the checkpoint format (``best.pt``, ``last.pt``, :func:`save_model` files).
+FORMAT_VERSION = 2
+
+#: Hyper-parameters renamed in format version 2: registry name -> {old: new}.
+_V1_RENAMES = {
+    "freedom": {"n_ui_layers": "num_layers", "n_mm_layers": "item_graph_layers"},
+    "freedom+sea": {"n_ui_layers": "num_layers", "n_mm_layers": "item_graph_layers"},
+    "bm3": {"n_layers": "num_layers"},
+}
 
 
 def _edges_sha1(edge_index: Tensor) -> str:
@@ -67,7 +72,8 @@ def _edges_sha1(edge_index: Tensor) -> str:
     return hashlib.sha1(np.ascontiguousarray(e[:, order]).tobytes()).hexdigest()
 
 
-def _raw_ids(data: HeteroData, node_type: str) -> list[str] | None:
+def raw_ids(data: HeteroData, node_type: str) -> list[str] | None:
+    """The original ids (``raw_id``) of ``node_type``'s nodes, or ``None`` without id maps."""
     ids = getattr(data[node_type], "raw_id", None) if node_type in data.node_types else None
     return [str(i) for i in ids] if ids is not None else None
 
@@ -83,8 +89,26 @@ def dataset_metadata(data: HeteroData) -> dict[str, Any]:
         "feature_dims": {m: int(x.shape[1]) for m, x in item_features(data).items()},
         "num_train_edges": int(train.size(1)),
         "train_sha1": _edges_sha1(train),
-        "user_ids": _raw_ids(data, "user"),
-        "item_ids": _raw_ids(data, "item"),
+        "user_ids": raw_ids(data, "user"),
+        "item_ids": raw_ids(data, "item"),
+    }
+
+
+def model_payload(
+    model: Recommender,
+    model_info: dict[str, Any],
+    dataset: dict[str, Any],
+    **extra: Any,
+) -> dict[str, Any]:
+    """The checkpoint dict of ``model``: format version, registry description, weights and
+    the dataset's metadata (:func:`dataset_metadata`), plus ``extra`` entries (the trainer's
+    epoch and metrics in ``best.pt``, its whole state in ``last.pt``)."""
+    return {
+        "version": FORMAT_VERSION,
+        "model_info": model_info,
+        "model": model.state_dict(),
+        "dataset": dataset,
+        **extra,
     }
 
 
@@ -97,24 +121,29 @@ def save_model(
         path: Output file (e.g. ``model.pt``).
         model: The trained model.
         data: The dataset it was trained on.
-        model_info: ``{"name", "hparams"}`` as returned by :func:`~sea_pyg.train.build_model`.
+        model_info: ``{"name", "hparams"}`` as returned by :func:`~sea_pyg.models.build_model`.
     """
-    from sea_pyg.train.trainer import atomic_torch_save
-
     if "name" not in model_info:
         raise ValueError("model_info needs the registry 'name' (and 'hparams')")
-    atomic_torch_save(
-        {
-            "version": MODEL_FORMAT_VERSION,
-            "model_info": {
-                "name": model_info["name"],
-                "hparams": dict(model_info.get("hparams", {})),
-            },
-            "model": model.state_dict(),
-            "dataset": dataset_metadata(data),
-        },
-        path,
-    )
+    info = {"name": model_info["name"], "hparams": dict(model_info.get("hparams", {}))}
+    atomic_torch_save(model_payload(model, info, dataset_metadata(data)), path)
+
+
+def _upgrade(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
+    """A checkpoint of an older format version in the current layout."""
+    version = ckpt.get("version", 1)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has checkpoint format version {version!r}; this sea_pyg reads versions "
+            f"1 to {FORMAT_VERSION}: upgrade sea_pyg"
+        )
+    if version == 1:
+        info = dict(ckpt["model_info"])
+        renames = _V1_RENAMES.get(str(info.get("name")), {})
+        info["hparams"] = {renames.get(k, k): v for k, v in info.get("hparams", {}).items()}
+        ckpt["model_info"] = info
+        ckpt["version"] = FORMAT_VERSION
+    return ckpt
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[str, Any]:
@@ -135,6 +164,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict[
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if not isinstance(ckpt, dict) or "model" not in ckpt or "model_info" not in ckpt:
         raise ValueError(f"{path} is not a sea_pyg model checkpoint (no 'model'/'model_info')")
+    ckpt = _upgrade(ckpt, path)
     ckpt["path"] = str(path)
     return ckpt
 
@@ -190,136 +220,3 @@ def load_model(
     model = model.to(device).eval()
     model.checkpoint = {"path": ckpt["path"], "model_info": info, "dataset": saved}
     return model
-
-
-# ------------------------------------------------------------------------------------------------
-# Recommendation
-# ------------------------------------------------------------------------------------------------
-
-
-def resolve_users(data: HeteroData, users: Sequence[str | int], internal: bool = False) -> Tensor:
-    """Map user ids to node indices.
-
-    With id maps (``data['user'].raw_id``) and ``internal=False``, ``users`` are original ids
-    (``reviewerID``); otherwise they are 0-based ``userID`` s.
-
-    Raises:
-        ValueError: naming the unknown ids.
-    """
-    num_users = int(data["user"].num_nodes)
-    raw = _raw_ids(data, "user")
-    if raw is not None and not internal:
-        index = {u: i for i, u in enumerate(raw)}
-        bad = [u for u in users if str(u) not in index]
-        if bad:
-            raise ValueError(
-                f"unknown user id(s) {bad[:10]}: not in the dataset's u_id_mapping.csv "
-                f"(use internal 0-based userIDs with --internal-ids)"
-            )
-        return torch.tensor([index[str(u)] for u in users], dtype=torch.long)
-    out, bad = [], []
-    for u in users:
-        try:
-            i = int(u)
-        except (TypeError, ValueError):
-            bad.append(u)
-            continue
-        if 0 <= i < num_users:
-            out.append(i)
-        else:
-            bad.append(u)
-    if bad:
-        hint = "" if raw is not None else " (this dataset has no u_id_mapping.csv)"
-        raise ValueError(
-            f"unknown user id(s) {bad[:10]}: userIDs are integers in 0..{num_users - 1}{hint}"
-        )
-    return torch.tensor(out, dtype=torch.long)
-
-
-@dataclass
-class Recommendations:
-    """Top-K items per user.
-
-    Attributes:
-        users: ``(B,)`` user node indices.
-        items: ``(B, k)`` item node indices, best first; ``-1`` pads users with fewer than ``k``
-            candidate items.
-        scores: ``(B, k)`` model scores (``-inf`` where padded).
-        user_ids: Original user ids (or the indices as strings).
-        item_ids: Per user, the original ids of the recommended items (or indices as strings).
-    """
-
-    users: Tensor
-    items: Tensor
-    scores: Tensor
-    user_ids: list[str]
-    item_ids: list[list[str]]
-
-
-@torch.no_grad()
-def recommend(
-    model: Recommender,
-    data: HeteroData,
-    users: Sequence[str | int] | Tensor,
-    k: int = 10,
-    exclude: str = "train",
-    internal_ids: bool = False,
-) -> Recommendations:
-    """Top-``k`` items for ``users``, excluding items they already rated.
-
-    Args:
-        model: A trained model (e.g. from :func:`load_model`).
-        data: Its dataset.
-        users: Original user ids (when the dataset has id maps), or 0-based user indices (a
-            tensor, or with ``internal_ids=True``).
-        k: Items per user.
-        exclude: ``"train"``: mask the user's training items (the protocol's masking);
-            ``"all"``: mask training, validation and test items; ``"none"``: mask nothing.
-        internal_ids: Read ``users`` as 0-based indices even when id maps exist.
-
-    Returns:
-        A :class:`Recommendations`.
-    """
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    if exclude not in ("train", "all", "none"):
-        raise ValueError(f"exclude must be 'train', 'all' or 'none', got {exclude!r}")
-    if isinstance(users, Tensor):
-        index = users.to(torch.long).cpu()
-        num_users = int(data["user"].num_nodes)
-        if index.numel() and (index.min() < 0 or index.max() >= num_users):
-            raise ValueError(f"user indices must lie in 0..{num_users - 1}")
-    else:
-        index = resolve_users(data, users, internal=internal_ids)
-    num_items = int(data["item"].num_nodes)
-    was_training = model.training
-    model.eval()
-    try:
-        user_emb, item_emb = model.embeddings()
-    finally:
-        model.train(was_training)
-    device = item_emb.device
-    index, inverse = torch.unique(index, return_inverse=True)  # score each user once
-    scores = (user_emb[index.to(device)] @ item_emb.t()).float().cpu()
-    if exclude != "none":
-        store = data[EDGE_TYPE]
-        edge_sets = [store.edge_index]
-        if exclude == "all":
-            edge_sets += [store.val_edge_index, store.test_edge_index]
-        edges = torch.cat([e.cpu() for e in edge_sets], dim=1)
-        row_of = torch.full((int(data["user"].num_nodes),), -1, dtype=torch.long)
-        row_of[index] = torch.arange(index.numel())
-        rows = row_of[edges[0]]
-        keep = rows >= 0
-        scores[rows[keep], edges[1][keep]] = float("-inf")
-    kk = min(k, num_items)
-    top_scores, top_items = torch.topk(scores, kk, dim=1)
-    masked = top_scores == float("-inf")
-    top_items = torch.where(masked, torch.full_like(top_items, -1), top_items)
-    index, top_items, top_scores = index[inverse], top_items[inverse], top_scores[inverse]
-    raw_users, raw_items = _raw_ids(data, "user"), _raw_ids(data, "item")
-    user_ids = [raw_users[u] if raw_users else str(u) for u in index.tolist()]
-    item_ids = [
-        [raw_items[i] if raw_items else str(i) for i in row if i >= 0] for row in top_items.tolist()
-    ]
-    return Recommendations(index, top_items, top_scores, user_ids, item_ids)

@@ -27,7 +27,14 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["METRICS", "ranking_metrics", "evaluate_ranking", "full_sort_topk", "split_csr"]
+__all__ = [
+    "METRICS",
+    "ranking_metrics",
+    "evaluate_ranking",
+    "full_sort_topk",
+    "mask_items",
+    "split_csr",
+]
 
 METRICS = ("recall", "ndcg", "precision", "map")
 
@@ -104,6 +111,31 @@ def split_csr(edge_index: Tensor, num_users: int) -> tuple[Tensor, Tensor]:
     return rowptr, items
 
 
+def mask_items(scores: Tensor, users: Tensor, rowptr: Tensor, items: Tensor) -> Tensor:
+    """Sets ``scores[b, i] = -inf`` for every item ``i`` of user ``users[b]`` (in place).
+
+    Args:
+        scores: ``(B, N)`` scores of the users ``users`` over all items.
+        users: ``(B,)`` user ids of the rows.
+        rowptr, items: Items per user from :func:`split_csr` (e.g. the training items).
+
+    Returns:
+        ``scores``.
+    """
+    rowptr, items = rowptr.to(scores.device), items.to(scores.device)
+    users = users.to(scores.device)
+    start, end = rowptr[users], rowptr[users + 1]
+    counts = end - start
+    if int(counts.sum()) > 0:
+        row = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
+        offsets = torch.arange(int(counts.sum()), device=scores.device) - torch.repeat_interleave(
+            counts.cumsum(0) - counts, counts
+        )
+        cols = items[torch.repeat_interleave(start, counts) + offsets]
+        scores[row, cols] = float("-inf")
+    return scores
+
+
 def full_sort_topk(
     scores: Tensor,
     users: Tensor,
@@ -111,7 +143,8 @@ def full_sort_topk(
     train_items: Tensor,
     k: int,
 ) -> Tensor:
-    """Top-``k`` item indices per row of ``scores`` after masking each user's training items.
+    """Top-``k`` item indices per row of ``scores`` after masking each user's training items
+    (:func:`mask_items`).
 
     Args:
         scores: ``(B, N)`` scores of the users ``users`` over all items (modified in place).
@@ -119,15 +152,7 @@ def full_sort_topk(
         train_rowptr, train_items: Training items per user from :func:`split_csr`.
         k: Number of items to return.
     """
-    start, end = train_rowptr[users], train_rowptr[users + 1]
-    counts = end - start
-    if int(counts.sum()) > 0:
-        row = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
-        offsets = torch.arange(int(counts.sum()), device=scores.device) - torch.repeat_interleave(
-            counts.cumsum(0) - counts, counts
-        )
-        cols = train_items[torch.repeat_interleave(start, counts) + offsets]
-        scores[row, cols] = float("-inf")
+    mask_items(scores, users, train_rowptr, train_items)
     return torch.topk(scores, k=min(k, scores.size(1)), dim=1).indices
 
 

@@ -24,7 +24,7 @@ def _hand_model(dropout=0.0, reg_weight=0.1, cl_weight=2.0):
         EDGES,
         _features(),
         embedding_dim=2,
-        n_layers=1,
+        num_layers=1,
         dropout=dropout,
         reg_weight=reg_weight,
         cl_weight=cl_weight,
@@ -131,7 +131,7 @@ def test_dropout_targets():
     model = _hand_model(dropout=0.5)
     batch = torch.tensor([[0, 0, 1, 2] * 50, [0, 0, 1, 3] * 50])
     torch.manual_seed(0)
-    out = model._forward_train(batch)
+    out = model.forward_train(batch).rows
     assert not out["user_target"].requires_grad and not out["item_target"].requires_grad
     ut, online = out["user_target"], out["user"].detach()
     kept = ut != 0
@@ -142,7 +142,7 @@ def test_dropout_targets():
     assert torch.equal(mt[2], mt[6]) and not mt.requires_grad
     # a fresh draw at every call, on average half of the entries dropped
     torch.manual_seed(1)
-    again = model._forward_train(batch)
+    again = model.forward_train(batch).rows
     assert not torch.equal(again["item_target"], out["item_target"])
     big = model._target(torch.ones(1000, 8))
     assert (big == 0).float().mean().item() == pytest.approx(0.5, abs=0.03)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from _learning import popularity_recall20, train_registered
 
 from sea_pyg.models import FREEDOM
-from sea_pyg.models.freedom import mmrec_knn_weights
+from sea_pyg.nn.knn import image_weighted_mix
 from sea_pyg.models import build_model
 
 EDGES = torch.tensor([[0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2, 3]])  # 3 users, 4 items
@@ -50,7 +50,7 @@ def _hand_model(reg_weight=0.0, dropout=0.5):
         embedding_dim=2,
         feat_embed_dim=2,
         knn_k=2,
-        n_ui_layers=2,
+        num_layers=2,
         dropout=dropout,
         reg_weight=reg_weight,
     )
@@ -163,9 +163,9 @@ def test_modal_item_representations_and_forward_train():
     assert reps["text"].requires_grad
     x = _features()["text"]
     assert torch.allclose(reps["text"], torch.stack([x[:, 0], x[:, 0] + x[:, 1] - 1], dim=1))
-    out = model._forward_train(torch.tensor([[0], [1], [2]]), all_modal_items=True)
-    assert out["modal_items"] is None and torch.equal(out["modal"]["image"], reps["image"])
-    assert torch.equal(out["modal_pos"]["text"], reps["text"][[1]])
+    out = model.forward_train(torch.tensor([[0], [1], [2]]), all_modal_items=True)
+    assert out.modal_items is None and torch.equal(out.modal["image"], reps["image"])
+    assert torch.equal(out.rows["modal_pos"]["text"], reps["text"][[1]])
 
 
 def test_features_are_trainable_copies(tiny_data):
@@ -181,12 +181,12 @@ def test_features_are_trainable_copies(tiny_data):
 
 
 def test_knn_weights_for_any_modalities():
-    assert mmrec_knn_weights(["image", "text"]) == pytest.approx({"image": 0.1, "text": 0.9})
-    assert mmrec_knn_weights(["audio", "image", "text"], 0.2) == pytest.approx(
+    assert image_weighted_mix(["image", "text"]) == pytest.approx({"image": 0.1, "text": 0.9})
+    assert image_weighted_mix(["audio", "image", "text"], 0.2) == pytest.approx(
         {"audio": 0.4, "image": 0.2, "text": 0.4}
     )
-    assert mmrec_knn_weights(["a", "b"]) == {"a": 0.5, "b": 0.5}
-    assert mmrec_knn_weights(["text"]) == {"text": 1.0}
+    assert image_weighted_mix(["a", "b"]) == {"a": 0.5, "b": 0.5}
+    assert image_weighted_mix(["text"]) == {"text": 1.0}
     torch.manual_seed(0)
     feats = {"text": torch.randn(5, 3)}
     model = FREEDOM(

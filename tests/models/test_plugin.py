@@ -9,7 +9,14 @@ from torch import nn
 
 from sea_pyg.cli import main
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
-from sea_pyg.models import BM3, FREEDOM, VBPR, Recommender, WithSeparateLearning
+from sea_pyg.models import (
+    BM3,
+    FREEDOM,
+    VBPR,
+    MultimodalRecommender,
+    TrainOutput,
+    WithSeparateLearning,
+)
 from sea_pyg.nn import SeparateLearning
 from sea_pyg.nn.losses import bpr_loss
 from sea_pyg.train import TrainConfig, Trainer, seed_everything
@@ -88,7 +95,7 @@ def test_club_terms_match_the_module_called_directly(tiny_data):
     assert host.user_emb.weight.grad is None and host.item_emb.weight.grad is None
 
 
-def test_club_is_outside_the_optimizer_and_fitted_in_after_backward(tiny_data):
+def test_club_is_outside_the_optimizer_and_fitted_between_backward_and_step(tiny_data):
     model = _vbpr_sea(tiny_data)
     trainer = Trainer(model, tiny_data, TrainConfig(epochs=1, progress=False, verbose=False))
     in_opt = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
@@ -104,14 +111,14 @@ def test_club_is_outside_the_optimizer_and_fitted_in_after_backward(tiny_data):
              if p.grad is not None and id(p) in in_opt}
     assert "host.item_linear.weight" in grads
     before = [p.detach().clone() for p in clubs]
-    log = model.after_backward()
+    log = trainer.auxiliary.step()
     assert "club_nll" in log
     assert all(not torch.equal(p, q) for p, q in zip(clubs, before, strict=True))
     for n, p in model.named_parameters():  # the model's gradients are left alone
         if n in grads:
             assert torch.equal(p.grad, grads[n]), n
-    assert model.auxiliary_state_dict()["club_optimizer"]["state"]
-    assert model.after_backward() == {}  # nothing pending until the next training forward
+    assert trainer.auxiliary.state_dict()["separate.club_nll"]["state"]
+    assert trainer.auxiliary.step() == {}  # nothing pending until the next training forward
 
 
 # ---- FREEDOM+SEA ------------------------------------------------------------------------------
@@ -166,12 +173,15 @@ def test_freedom_fuse_modalities_puts_the_representations_into_the_score(tiny_da
 # ---- generic hosts ----------------------------------------------------------------------------
 
 
-class _ContentMF(Recommender):
-    """A host without the plug-in methods: ID embeddings + a sum of per-modality Linears."""
+class _ContentMF(MultimodalRecommender):
+    """A minimal host written against the public contract: ID embeddings + a sum of
+    per-modality Linears (always computed for all items)."""
 
     def __init__(self, num_users, features, dim=8):
         super().__init__()
         self.features = features
+        self.modalities = list(features)
+        self.num_items = next(iter(features.values())).size(0)
         self.user = nn.Embedding(num_users, dim)
         self.proj = nn.ModuleDict({m: nn.Linear(x.size(1), dim) for m, x in features.items()})
 
@@ -182,13 +192,17 @@ class _ContentMF(Recommender):
     def embeddings(self):
         return self.user.weight, sum(self.modal_item_representations().values())
 
-    def loss(self, batch):
-        users, items = self.embeddings()
-        u, p, n = batch
+    def forward_train(self, batch, all_modal_items=False):
+        modal = self.modal_item_representations()
+        return TrainOutput(modal, None, {"batch": batch, "items": sum(modal.values())})
+
+    def loss_terms(self, out):
+        items, (u, p, n) = out.rows["items"], out.rows["batch"]
+        users = self.user.weight
         return {"bpr": bpr_loss((users[u] * items[p]).sum(-1), (users[u] * items[n]).sum(-1))}
 
 
-def test_generic_host_without_plugin_methods(tiny_data):
+def test_generic_host_on_the_public_contract(tiny_data):
     torch.manual_seed(0)
     host = _ContentMF(tiny_data["user"].num_nodes, item_features(tiny_data))
     model = WithSeparateLearning(host, trans_dim=None, proj_dim=4, club_steps=1)
@@ -206,6 +220,12 @@ def test_generic_host_without_plugin_methods(tiny_data):
     assert parts["text"]["z"].shape == (tiny_data["item"].num_nodes, 4)
     with pytest.raises(TypeError, match="cannot host separate learning"):
         WithSeparateLearning(nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="not a MultimodalRecommender"):
+        WithSeparateLearning(_sea_free_lightgcn(tiny_data))
+
+
+def _sea_free_lightgcn(data):
+    return build_model("lightgcn", data)[0]
 
 
 def test_bm3_host_keeps_its_batches_and_term_names(tiny_data):
@@ -257,7 +277,7 @@ def test_registry_defaults_and_overrides(tiny_data):
     with pytest.raises(ValueError, match="has no hyper-parameter"):
         build_model("vbpr+sea", tiny_data, dropout=0.1)
     assert sea_variant("VBPR") == "vbpr+sea" and sea_variant("freedom+sea") == "freedom+sea"
-    assert set(SEA_PLUGINS) == {"vbpr", "freedom"}
+    assert set(SEA_PLUGINS) == {"vbpr", "freedom", "bm3"}
     with pytest.raises(ValueError, match="no SEA plug-in"):
         sea_variant("lightgcn")
 
@@ -271,7 +291,8 @@ def test_official_parameter_counts_at_baby_scale():
         feats = {"image": torch.empty(n, 4096), "text": torch.empty(n, 384)}
         vbpr = WithSeparateLearning(VBPR(u, feats), dims={"image": 64, "text": 64},
                                     trans_dim=None)
-    count = sum(p.numel() for p in vbpr.optimizer_parameters())
+    clubs = {id(p) for p in vbpr.separate.estimator_parameters()}
+    count = sum(p.numel() for p in vbpr.parameters() if id(p) not in clubs)
     assert sum(p.numel() for p in vbpr.host.parameters()) == 3_226_944
     assert count == 3_226_944 + 17_216 == 3_531_008 - 286_848
     heads = SeparateLearning({"image": 64, "text": 64}, trans_dim=None, proj_hidden_dim=33,

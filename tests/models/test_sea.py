@@ -7,9 +7,8 @@ from conftest import popularity_scores
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
 from sea_pyg.models import SEA
 from sea_pyg.nn import bpr_loss
-from sea_pyg.train import TrainConfig, Trainer, seed_everything
+from sea_pyg.train import AuxiliaryTraining, TrainConfig, Trainer, seed_everything
 from sea_pyg.train.metrics import evaluate_ranking
-from sea_pyg.models.registry import SEA_PRESETS
 from sea_pyg.models import MODELS, build_model
 
 
@@ -40,7 +39,7 @@ def test_shapes_fusion_and_hand_computed_bpr(tiny_data):
     # fusion by hand: image first, users scaled, items + S items
     enc = []
     for m in ("image", "text"):
-        t = model.transforms[m](model.features(m))
+        t = model.transforms[m](model.feature(m))
         enc.append(model.encoders[m](t, model.adj))
     exp_users = torch.cat([enc[0][:u] * model.user_weight[:, 0], enc[1][:u] *
                            model.user_weight[:, 1]], 1)
@@ -88,7 +87,8 @@ def test_fused_and_naive_models_agree(tiny_data):
 
 def test_estimators_are_fitted_between_backward_and_step(tiny_data):
     model = _sea(tiny_data, club_steps=3)
-    opt_params = {id(p) for p in model.optimizer_parameters()}
+    aux = AuxiliaryTraining(model.auxiliary_estimators())
+    opt_params = {id(p) for p in aux.model_parameters(model)}
     club_params = list(model.separate.clubs.parameters())
     assert club_params and not any(id(p) in opt_params for p in club_params)
     model.train()
@@ -96,15 +96,15 @@ def test_estimators_are_fitted_between_backward_and_step(tiny_data):
     grads = {n: p.grad.clone() for n, p in model.named_parameters()
              if p.grad is not None and id(p) in opt_params}
     before = [p.detach().clone() for p in club_params]
-    log = model.after_backward()
+    log = aux.step()
     assert "club_nll" in log
     assert any(not torch.equal(p, q) for p, q in zip(club_params, before, strict=True))
     # the model's gradients are untouched by the estimator steps
     for n, p in model.named_parameters():
         if n in grads:
             assert torch.equal(p.grad, grads[n]), n
-    state = model.auxiliary_state_dict()
-    assert state["club_optimizer"]["state"]
+    state = aux.state_dict()
+    assert list(state) == ["separate.club_nll"] and state["separate.club_nll"]["state"]
 
 
 def test_one_modality_and_no_item_graph(tiny_data):
@@ -116,9 +116,9 @@ def test_one_modality_and_no_item_graph(tiny_data):
     assert set(terms) == {"bpr", "dis"}  # alignment needs two modalities
     users, items = model.embeddings()
     assert users.shape == (u, 64) and items.shape == (n, 64)
-    with pytest.raises(ValueError, match="SEA needs item features"):
+    with pytest.raises(ValueError, match="non-empty mapping"):
         SEA(u, n, tiny_data[EDGE_TYPE].edge_index, {})
-    with pytest.raises(ValueError, match=r"features\['text'\] must be"):
+    with pytest.raises(ValueError, match=r"features\['text'\] has 41 rows"):
         SEA(u, n, tiny_data[EDGE_TYPE].edge_index, {"text": torch.randn(n + 1, 4)})
 
 
@@ -131,13 +131,15 @@ def test_transform_dims_makes_a_smaller_model(tiny_data):
 
 
 def test_every_registered_preset_builds_and_runs(tiny_data):
-    for name in SEA_PRESETS:
+    presets = [name for name, spec in MODELS.items() if spec.cls is SEA]
+    assert len(presets) == 9
+    for name in presets:
         model, info, train_defaults = build_model(name, tiny_data)
         assert train_defaults == {"lr": 1e-4}
         model.train()
         terms = model.loss(_batch(tiny_data))
         assert all(torch.isfinite(v) for v in terms.values()), name
-        model.after_backward()
+        AuxiliaryTraining(model.auxiliary_estimators()).step()
     ref, _, _ = build_model("sea-reference", tiny_data)
     assert ref.separate.club_fit == "cross_modal" and list(ref.separate.clubs) == ["shared"]
     b, _, _ = build_model("sea-b", tiny_data)

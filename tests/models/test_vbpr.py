@@ -67,12 +67,13 @@ def test_loss_hand_computed():
 def test_forward_train_exposes_batch_modal_rows():
     model = _hand_model()
     batch = torch.tensor([[0, 1, 2], [3, 0, 3], [1, 1, 2]])
-    out = model._forward_train(batch)
-    assert out["modal_items"].tolist() == [0, 1, 2, 3]  # distinct batch items
-    assert torch.equal(out["modal"]["text"], model.modal_item_representations()["text"])
-    full = model._forward_train(batch, all_modal_items=True)
-    assert full["modal_items"] is None and full["modal"]["image"].shape == (4, 1)
-    assert torch.equal(full["pos"], out["pos"]) and torch.equal(full["neg"], out["neg"])
+    out = model.forward_train(batch)
+    assert out.modal_items.tolist() == [0, 1, 2, 3]  # distinct batch items
+    assert torch.equal(out.modal["text"], model.modal_item_representations()["text"])
+    full = model.forward_train(batch, all_modal_items=True)
+    assert full.modal_items is None and full.modal["image"].shape == (4, 1)
+    assert torch.equal(full.rows["pos"], out.rows["pos"])
+    assert torch.equal(full.rows["neg"], out.rows["neg"])
 
 
 def test_init_gradients_and_frozen_features():
@@ -88,7 +89,7 @@ def test_init_gradients_and_frozen_features():
     assert model.user_emb.weight.abs().max().item() <= bound
     # features are frozen buffers, not saved in checkpoints, and not the caller's tensors
     assert not any(p is model.feature("image") for p in model.parameters())
-    assert not any(k.startswith("feat_") for k in model.state_dict())
+    assert not any(k.startswith("x_") for k in model.state_dict())
     batch = torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]])
     sum(model.loss(batch).values()).backward()
     for name, p in model.named_parameters():

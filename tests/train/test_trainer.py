@@ -8,7 +8,9 @@ from torch import nn
 from sea_pyg.models import LightGCN, Recommender
 from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.train.metrics import evaluate_ranking
-from sea_pyg.train.trainer import EarlyStopping, atomic_torch_save
+from sea_pyg.io import atomic_torch_save
+from sea_pyg.nn import AuxiliaryEstimator
+from sea_pyg.train import EarlyStopping
 
 
 @pytest.fixture(scope="module")
@@ -150,8 +152,22 @@ class _Probe(Recommender):
         self.nan_at = nan_at
         self.steps = 0
 
-    def optimizer_parameters(self):
-        return iter([self.u, self.i])
+    def auxiliary_estimators(self):
+        return [("probe.aux_metric",
+                 AuxiliaryEstimator("aux_metric", (self.aux,), 0.1, 2, self._prepare))]
+
+    def _prepare(self):
+        # gradients exist, parameters not yet updated
+        assert self.u.grad is not None
+        assert torch.equal(self.u.detach(), self._before)
+        self.calls.append(("after_backward",))
+
+        def step(with_loss):
+            self.calls.append(("aux_step", with_loss))
+            self.aux.grad = torch.ones_like(self.aux)
+            return torch.tensor(1.0) if with_loss else None
+
+        return step
 
     def pre_epoch(self, epoch):
         self.calls.append(("pre_epoch", epoch))
@@ -166,13 +182,6 @@ class _Probe(Recommender):
             loss = loss * float("nan")
         return {"bpr": loss}
 
-    def after_backward(self):
-        # gradients exist, parameters not yet updated
-        assert self.u.grad is not None
-        assert torch.equal(self.u.detach(), self._before)
-        self.calls.append(("after_backward",))
-        return {"aux_metric": 1.0}
-
     def embeddings(self):
         return self.u, self.i
 
@@ -186,6 +195,11 @@ def test_step_order_hooks_and_logged_terms(tiny):
     assert ("pre_epoch", 1) in model.calls
     n_batches = len(tr.sampler)
     assert sum(c[0] == "after_backward" for c in model.calls) == 2 * n_batches
+    # two inner steps per batch, the loss asked for at the last one only
+    steps = [c[1] for c in model.calls if c[0] == "aux_step"]
+    assert steps == [False, True] * (2 * n_batches)
+    # the estimator's own Adam (lr 0.1) moved it against its gradient; the model's did not see it
+    assert float(model.aux) < -0.1
     assert res["history"][0]["losses"]["aux_metric"] == pytest.approx(1.0)
     assert res["history"][0]["loss"] == pytest.approx(res["history"][0]["losses"]["bpr"])
 

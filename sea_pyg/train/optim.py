@@ -1,4 +1,4 @@
-"""Optimizer construction shared by the trainer and auxiliary estimators."""
+"""Optimizer construction for the trainer (the model's and its auxiliary estimators' optimizers)."""
 
 from __future__ import annotations
 

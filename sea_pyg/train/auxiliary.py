@@ -1,0 +1,132 @@
+r"""Fitting auxiliary estimators (SEA's CLUB networks) inside the training step.
+
+A module declares its estimators (:class:`~sea_pyg.nn.AuxiliaryEstimator`: parameters,
+learning rate, inner steps, gradient); this module owns what trains them: their optimizers,
+the inner loop run between the model's ``backward()`` and its optimizer step, and the
+optimizers' state in checkpoints.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from sea_pyg.nn.auxiliary import AuxiliaryEstimator
+from sea_pyg.nn.losses import CLUB, club_gradient_step
+from sea_pyg.train.optim import adam
+
+__all__ = ["fit_estimator", "fit_clubs", "AuxiliaryTraining"]
+
+
+def _run(step, optimizer: torch.optim.Optimizer, steps: int) -> Tensor:
+    loss = None
+    for i in range(steps):
+        optimizer.zero_grad(set_to_none=True)
+        loss = step(i == steps - 1)
+        optimizer.step()
+    return loss
+
+
+def fit_estimator(
+    estimator: AuxiliaryEstimator, optimizer: torch.optim.Optimizer
+) -> Tensor | None:
+    """Runs ``estimator.steps`` steps of ``optimizer`` on the estimator's learning loss for the
+    inputs of the last training forward pass.
+
+    Call it between your model's ``backward()`` and its optimizer step, with an optimizer over
+    ``estimator.parameters`` (e.g. ``torch.optim.Adam(est.parameters, lr=est.lr)``)::
+
+        loss.backward()
+        for est, opt in zip(estimators, estimator_optimizers):
+            fit_estimator(est, opt)
+        optimizer.step()
+
+    Returns:
+        The learning loss of the last step (before its update), a 0-d tensor; ``None`` when
+        there was nothing to fit (no training forward since the last call, or ``steps == 0``).
+    """
+    step = estimator.prepare()
+    if step is None or estimator.steps == 0:
+        return None
+    return _run(step, optimizer, estimator.steps)
+
+
+def fit_clubs(
+    groups: Sequence[tuple[CLUB, Sequence[tuple[Tensor, Tensor]]]],
+    optimizer: torch.optim.Optimizer,
+    steps: int,
+) -> float:
+    r"""Fits several CLUB estimators at once: ``steps`` steps of ``optimizer`` on the summed
+    :meth:`~sea_pyg.nn.CLUB.learning_loss` of every estimator on each of its ``(x, y)`` pairs
+    (detached), with the batched, hand-written gradient of
+    :func:`~sea_pyg.nn.losses.club_gradient_step` where the architecture allows it.
+
+    Args:
+        groups: Non-empty sequence of ``(club, [(x, y), ...])``.
+        optimizer: An optimiser over (at least) the estimators' parameters.
+        steps: Number of steps; ``0`` only evaluates the loss.
+
+    Returns:
+        The summed learning loss of the last step (before its update), as a Python float.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"`steps` must be a non-negative int, got {steps!r}")
+    step = club_gradient_step(groups)
+    if steps == 0:
+        return float(step(True, with_grads=False))
+    return float(_run(step, optimizer, steps))
+
+
+class AuxiliaryTraining:
+    """The optimizers of a model's auxiliary estimators and their inner loops.
+
+    Args:
+        estimators: ``[(key, estimator)]`` from
+            :meth:`~sea_pyg.models.Recommender.auxiliary_estimators`.
+        weight_decay: Adam weight decay of the estimators' optimizers.
+    """
+
+    def __init__(
+        self, estimators: Sequence[tuple[str, AuxiliaryEstimator]], weight_decay: float = 0.0
+    ) -> None:
+        keys = [k for k, _ in estimators]
+        if len(set(keys)) != len(keys):
+            raise ValueError(f"auxiliary estimator keys must be unique, got {keys}")
+        self.estimators = list(estimators)
+        self.optimizers = {
+            key: adam(est.parameters, lr=est.lr, weight_decay=weight_decay)
+            for key, est in self.estimators
+        }
+
+    def parameter_ids(self) -> set[int]:
+        """``id`` of every estimator parameter (left out of the model's optimizer)."""
+        return {id(p) for _, est in self.estimators for p in est.parameters}
+
+    def model_parameters(self, model: nn.Module) -> Iterable[nn.Parameter]:
+        """``model``'s parameters that its own optimizer trains: all but the estimators'."""
+        aux = self.parameter_ids()
+        return (p for p in model.parameters() if id(p) not in aux)
+
+    def step(self) -> dict[str, Tensor]:
+        """Fits every estimator (call between ``backward()`` and the model's step); returns
+        ``{estimator name: last learning loss}`` for those that had something to fit."""
+        out: dict[str, Tensor] = {}
+        for key, est in self.estimators:
+            loss = fit_estimator(est, self.optimizers[key])
+            if loss is not None:
+                out[est.name] = loss
+        return out
+
+    def state_dict(self) -> dict:
+        return {key: opt.state_dict() for key, opt in self.optimizers.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state) != set(self.optimizers):
+            legacy = state.get("club_optimizer")  # checkpoints of format version 1
+            if legacy is not None and len(self.optimizers) == 1:
+                state = {next(iter(self.optimizers)): legacy}
+        for key, opt in self.optimizers.items():
+            if state.get(key):
+                opt.load_state_dict(state[key])
