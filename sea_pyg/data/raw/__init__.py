@@ -29,8 +29,9 @@ Amazon Baby / Sports / Clothing folders (see ``spec`` section 1 and ``docs/data.
    ``missed_img_itemIDs.csv``). Or any user encoder ``module:function`` (:func:`load_callable`).
 7. **Writing** (:func:`prepare_amazon`): ``<name>.inter`` (``userID, itemID, rating,
    timestamp, x_label``), ``text_feat.npy``, ``image_feat.npy`` and the id maps, all written
-   into a temporary folder, validated with :func:`~sea_pyg.data.read_mmrec` and renamed into
-   place, so a crash never leaves a half-written dataset.
+   by :func:`~sea_pyg.data.write_mmrec` into a temporary folder
+   (:func:`sea_pyg.io.atomic_folder`), validated with :func:`~sea_pyg.data.read_mmrec` and
+   renamed into place, so a crash never leaves a half-written dataset.
 
 Every problem with an input raises :class:`~sea_pyg.data.DatasetFormatError` naming the file,
 the line or record, and the problem.

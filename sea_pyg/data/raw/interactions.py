@@ -35,6 +35,21 @@ def _sniff_reviews(path: Path) -> bool:
     return head.lstrip()[:1] == b"{"
 
 
+def _to_numbers(df: pd.DataFrame) -> tuple[str, int] | None:
+    """Turn the ``rating`` and ``timestamp`` columns into numbers, in place (empty stays NaN).
+
+    Returns ``(column, row)`` of the first value that is not a number (that column is left
+    as it was), or ``None``.
+    """
+    for col in ("rating", "timestamp"):
+        numeric = pd.to_numeric(df[col], errors="coerce")
+        bad = numeric.isna() & df[col].notna()
+        if bad.any():
+            return col, int(np.flatnonzero(bad.to_numpy())[0])
+        df[col] = numeric
+    return None
+
+
 def _read_ratings_csv(path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(
@@ -57,16 +72,13 @@ def _read_ratings_csv(path: Path) -> pd.DataFrame:
         ) from None
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise DatasetFormatError(f"{path}: cannot be read ({exc})") from None
-    for col in ("rating", "timestamp"):
-        numeric = pd.to_numeric(df[col], errors="coerce")
-        bad = numeric.isna() & df[col].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DatasetFormatError(
-                f"{path}: line {row + 1}: {col} must be a number, found {df[col].iloc[row]!r} "
-                f"(expected user,item,rating,timestamp with no header)"
-            )
-        df[col] = numeric
+    bad = _to_numbers(df)
+    if bad is not None:
+        col, row = bad
+        raise DatasetFormatError(
+            f"{path}: line {row + 1}: {col} must be a number, found {df[col].iloc[row]!r} "
+            f"(expected user,item,rating,timestamp with no header)"
+        )
     return df
 
 
@@ -86,17 +98,13 @@ def _read_reviews(path: Path, progress: bool) -> pd.DataFrame:
     df = pd.DataFrame(columns)
     df["user"] = df["user"].astype(str)
     df["item"] = df["item"].astype(str)
-    for col in ("rating", "timestamp"):
-        numeric = pd.to_numeric(df[col], errors="coerce")
-        bad = numeric.isna() & df[col].notna()
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            field_name = [k for k, v in _REVIEW_FIELDS.items() if v == col][0]
-            raise DatasetFormatError(
-                f"{path}: review {row + 1}: {field_name} must be a number, found "
-                f"{df[col].iloc[row]!r}"
-            )
-        df[col] = numeric
+    bad = _to_numbers(df)
+    if bad is not None:
+        col, row = bad
+        field_name = [k for k, v in _REVIEW_FIELDS.items() if v == col][0]
+        raise DatasetFormatError(
+            f"{path}: review {row + 1}: {field_name} must be a number, found {df[col].iloc[row]!r}"
+        )
     return df
 
 

@@ -1,12 +1,11 @@
-"""The whole pipeline: :func:`prepare_amazon` and its :class:`PrepareReport`."""
+"""The whole pipeline: :func:`prepare_amazon`, one named step function per stage, and its
+:class:`PrepareReport`."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sea_pyg.data.mmrec import DatasetFormatError, read_mmrec
+from sea_pyg.data.mmrec import DatasetFormatError, feature_array_problem, read_mmrec, write_mmrec
 from sea_pyg.data.raw.images import IMAGE_DIM, load_callable, read_image_features
-from sea_pyg.data.raw.interactions import filter_k_core, make_id_maps, read_interactions
+from sea_pyg.data.raw.interactions import KCoreStats, filter_k_core, make_id_maps, read_interactions
 from sea_pyg.data.raw.metadata import read_metadata
 from sea_pyg.data.raw.text import (
     DEFAULT_TEXT_MODEL,
@@ -25,20 +24,11 @@ from sea_pyg.data.raw.text import (
     item_sentences,
 )
 from sea_pyg.data.split import split_per_user
+from sea_pyg.io import atomic_folder
 
 __all__ = ["PrepareReport", "prepare_amazon"]
 
-
-def _check_features(arr: Any, num_items: int, what: str) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.dtype.kind not in "iuf" or arr.ndim != 2 or arr.shape[0] != num_items:
-        raise ValueError(
-            f"{what} must return a numeric array of shape (num_items={num_items}, dim), got "
-            f"dtype {arr.dtype} shape {arr.shape}"
-        )
-    if not np.isfinite(arr).all():
-        raise ValueError(f"{what} returned NaN or inf values")
-    return arr.astype(np.float32, copy=False)
+_Say = Callable[[str], None]
 
 
 @dataclass
@@ -92,30 +82,207 @@ class PrepareReport:
         return "\n".join(lines)
 
 
-def _write_folder(out: Path, overwrite: bool, write: Callable[[Path], None]) -> None:
-    """Write into a temporary sibling folder, then rename it to ``out``."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
-    old = None
-    try:
-        write(tmp)
-        if out.exists():
-            if not overwrite:
-                raise FileExistsError(f"{out} exists; pass overwrite=True / --overwrite")
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old"))
-            os.rmdir(old)
-            os.replace(out, old)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and old.exists():
-            shutil.rmtree(old, ignore_errors=True)
+# ------------------------------------------------------------------------------------------------
+# The steps, in the order prepare_amazon runs them
+# ------------------------------------------------------------------------------------------------
 
 
-def _save_npy(path: Path, arr: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, np.ascontiguousarray(arr, dtype=np.float32), allow_pickle=False)
+def _check_arguments(
+    out: Path, name: str, k: int, images: Any, image_encoder: Any, overwrite: bool
+) -> None:
+    """Refuse bad arguments before reading anything."""
+    if not name or "/" in name or os.sep in name:
+        raise ValueError(f"bad dataset name {name!r}")
+    if k < 3:
+        raise ValueError(f"k must be >= 3 (each user needs 1 train, 1 valid, 1 test row), got {k}")
+    if images is not None and image_encoder is not None:
+        raise ValueError("pass either an image file or an image encoder, not both")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; choose a new folder or pass --overwrite")
+
+
+def _read_and_filter(
+    path: Path, fmt: str, k: int, progress: bool, say: _Say
+) -> tuple[pd.DataFrame, KCoreStats]:
+    """Read the interactions and apply the cleaning and ``k``-core filter."""
+    say(f"reading interactions from {path}")
+    raw = read_interactions(path, fmt=fmt, progress=progress)
+    df, kstats = filter_k_core(raw, k)
+    if len(df) == 0:
+        raise DatasetFormatError(
+            f"{path}: no interactions left after dropping empty/duplicate rows and the "
+            f"iterative {k}-core filter ({kstats.raw_rows} rows, {kstats.raw_users} users, "
+            f"{kstats.raw_items} items before); use a larger file or a smaller k"
+        )
+    return df, kstats
+
+
+def _split_table(
+    df: pd.DataFrame, u_map: pd.DataFrame, i_map: pd.DataFrame, seed: int
+) -> pd.DataFrame:
+    """The ``.inter`` table: 0-based ids, rating, timestamp and the protocol split
+    ``x_label``, sorted by user then split."""
+    user_ids = df["user"].map(pd.Series(u_map["userID"].to_numpy(), index=u_map["user_id"]))
+    item_ids = df["item"].map(pd.Series(i_map["itemID"].to_numpy(), index=i_map["asin"]))
+    inter = pd.DataFrame(
+        {
+            "userID": user_ids.to_numpy(np.int64),
+            "itemID": item_ids.to_numpy(np.int64),
+            "rating": df["rating"].to_numpy(),
+            "timestamp": df["timestamp"].to_numpy(),
+        }
+    )
+    for col in ("rating", "timestamp"):  # write 5.0 as 5 and 1.3e9 as an integer
+        values = inter[col].to_numpy()
+        if np.all(values == np.floor(values)):
+            inter[col] = values.astype(np.int64)
+    inter["x_label"] = split_per_user(inter["userID"].to_numpy(), seed)
+    return inter.sort_values(["userID", "x_label"], kind="stable").reset_index(drop=True)
+
+
+def _new_report(
+    name: str, out: Path, k: int, seed: int, inter: pd.DataFrame, kstats: KCoreStats
+) -> PrepareReport:
+    """The report's sizes and split counts (features are filled in by their steps)."""
+    counts = np.bincount(inter["x_label"].to_numpy(), minlength=3)
+    return PrepareReport(
+        name=name,
+        folder=str(out),
+        k=k,
+        seed=seed,
+        users=kstats.users,
+        items=kstats.items,
+        interactions=len(inter),
+        train=int(counts[0]),
+        valid=int(counts[1]),
+        test=int(counts[2]),
+        kcore=asdict(kstats),
+    )
+
+
+def _read_item_metadata(
+    meta: str | os.PathLike | None,
+    asins: Sequence[str],
+    report: PrepareReport,
+    progress: bool,
+    say: _Say,
+) -> dict[str, dict]:
+    """The metadata of the dataset's items (``{}`` without a metadata file)."""
+    if meta is None:
+        return {}
+    say(f"reading metadata from {meta}")
+    metadata = read_metadata(meta, asins, progress=progress)
+    report.items_without_metadata = sum(a not in metadata for a in asins)
+    return metadata
+
+
+def _text_features(
+    asins: Sequence[str],
+    metadata: Mapping[str, dict],
+    text_model: str | os.PathLike | None,
+    report: PrepareReport,
+    say: _Say,
+    **encode_options: Any,
+) -> np.ndarray:
+    """Encode every item's sentence (``encode_options`` go to :func:`encode_text`)."""
+    model_name = str(text_model) if text_model is not None else default_text_model_path()
+    say(f"encoding {len(asins)} item texts with {text_model or DEFAULT_TEXT_MODEL}")
+    feats = encode_text(item_sentences(asins, metadata), model_name, **encode_options)
+    report.text_model = str(text_model) if text_model is not None else DEFAULT_TEXT_MODEL
+    report.text_dim = int(feats.shape[1])
+    return feats
+
+
+def _image_file_features(
+    images: str | os.PathLike,
+    asins: Sequence[str],
+    image_dim: int,
+    report: PrepareReport,
+    progress: bool,
+    say: _Say,
+) -> tuple[np.ndarray, list[int]]:
+    """Image vectors from the binary file; items without one get the mean vector.
+
+    Returns ``(features, itemIDs without a record)``.
+    """
+    say(f"reading image features from {images}")
+    feats, found = read_image_features(images, asins, dim=image_dim, progress=progress)
+    if not found.any():
+        raise DatasetFormatError(
+            f"{images}: none of the {len(asins)} items of the dataset has a record in this "
+            f"file; is it the image file of the same category?"
+        )
+    missed = np.flatnonzero(~found).tolist()
+    if missed:
+        feats[~found] = feats[found].mean(axis=0)
+    report.image_source, report.image_dim = str(images), image_dim
+    report.items_without_image = len(missed)
+    return feats, missed
+
+
+def _check_features(arr: Any, num_items: int, what: str) -> np.ndarray:
+    """An image encoder's output as float32, checked with
+    :func:`~sea_pyg.data.mmrec.feature_array_problem`."""
+    arr = np.asarray(arr)
+    problem = feature_array_problem(arr, num_items)
+    kind = None if problem is None else problem.kind
+    if kind in ("dtype", "ndim", "rows"):
+        raise ValueError(
+            f"{what} must return a numeric array of shape (num_items={num_items}, dim), got "
+            f"dtype {arr.dtype} shape {arr.shape}"
+        )
+    if kind == "nonfinite":
+        raise ValueError(f"{what} returned NaN or inf values")
+    return arr.astype(np.float32, copy=False)
+
+
+def _encoder_features(
+    encoder_fn: Callable,
+    spec: str | Callable,
+    asins: Sequence[str],
+    metadata: Mapping[str, dict],
+    report: PrepareReport,
+    say: _Say,
+) -> np.ndarray:
+    """Image vectors from a user encoder called as ``fn(asins, metadata dicts)``."""
+    what = f"image encoder {spec if isinstance(spec, str) else encoder_fn}"
+    say(f"encoding images with {what}")
+    arr = encoder_fn(asins, [metadata.get(a, {}) for a in asins])
+    feats = _check_features(arr, len(asins), what)
+    report.image_source, report.image_dim = what, int(feats.shape[1])
+    return feats
+
+
+def _write_dataset(
+    out: Path,
+    name: str,
+    inter: pd.DataFrame,
+    u_map: pd.DataFrame,
+    i_map: pd.DataFrame,
+    features: Mapping[str, np.ndarray],
+    missed: Sequence[int],
+    report: PrepareReport,
+    overwrite: bool,
+) -> None:
+    """Write the folder with :func:`~sea_pyg.data.write_mmrec` into a temporary folder,
+    validate it with :func:`~sea_pyg.data.read_mmrec`, then rename it to ``out``."""
+    extra: dict[str, str | bytes] = {}
+    if missed:
+        table = pd.DataFrame({"itemID": missed}).to_csv(index=False)
+        extra["missed_img_itemIDs.csv"] = table.encode("utf-8")
+    extra["prepare_info.json"] = json.dumps(asdict(report), indent=2) + "\n"
+    raw_ids = {"user": u_map["user_id"].tolist(), "item": i_map["asin"].tolist()}
+
+    def write(tmp: Path) -> None:
+        write_mmrec(tmp, name, inter, features, raw_ids=raw_ids, extra_files=extra)
+        read_mmrec(tmp, name=name)  # validate before it becomes visible
+
+    atomic_folder(out, write, overwrite=overwrite)
+
+
+# ------------------------------------------------------------------------------------------------
+# The whole pipeline
+# ------------------------------------------------------------------------------------------------
 
 
 def prepare_amazon(
@@ -176,117 +343,43 @@ def prepare_amazon(
     say = log or (lambda _msg: None)
     out = Path(out)
     name = name or out.name
-    if not name or "/" in name or os.sep in name:
-        raise ValueError(f"bad dataset name {name!r}")
-    if k < 3:
-        raise ValueError(f"k must be >= 3 (each user needs 1 train, 1 valid, 1 test row), got {k}")
-    if images is not None and image_encoder is not None:
-        raise ValueError("pass either an image file or an image encoder, not both")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; choose a new folder or pass --overwrite")
+    _check_arguments(out, name, k, images, image_encoder, overwrite)
     encoder_fn = load_callable(image_encoder) if isinstance(image_encoder, str) else image_encoder
-    inter_path = Path(interactions)
 
-    say(f"reading interactions from {inter_path}")
-    raw = read_interactions(inter_path, fmt=interactions_format, progress=progress)
-    df, kstats = filter_k_core(raw, k)
-    del raw
-    if len(df) == 0:
-        raise DatasetFormatError(
-            f"{inter_path}: no interactions left after dropping empty/duplicate rows and the "
-            f"iterative {k}-core filter ({kstats.raw_rows} rows, {kstats.raw_users} users, "
-            f"{kstats.raw_items} items before); use a larger file or a smaller k"
-        )
+    df, kstats = _read_and_filter(Path(interactions), interactions_format, k, progress, say)
     u_map, i_map = make_id_maps(df)
-    user_ids = df["user"].map(pd.Series(u_map["userID"].to_numpy(), index=u_map["user_id"]))
-    item_ids = df["item"].map(pd.Series(i_map["itemID"].to_numpy(), index=i_map["asin"]))
-    inter = pd.DataFrame(
-        {
-            "userID": user_ids.to_numpy(np.int64),
-            "itemID": item_ids.to_numpy(np.int64),
-            "rating": df["rating"].to_numpy(),
-            "timestamp": df["timestamp"].to_numpy(),
-        }
-    )
-    for col in ("rating", "timestamp"):  # write 5.0 as 5 and 1.3e9 as an integer
-        values = inter[col].to_numpy()
-        if np.all(values == np.floor(values)):
-            inter[col] = values.astype(np.int64)
-    inter["x_label"] = split_per_user(inter["userID"].to_numpy(), seed)
-    inter = inter.sort_values(["userID", "x_label"], kind="stable").reset_index(drop=True)
-    asins = i_map["asin"].tolist()
-    counts = np.bincount(inter["x_label"].to_numpy(), minlength=3)
-    report = PrepareReport(
-        name=name,
-        folder=str(out),
-        k=k,
-        seed=seed,
-        users=len(u_map),
-        items=len(i_map),
-        interactions=len(inter),
-        train=int(counts[0]),
-        valid=int(counts[1]),
-        test=int(counts[2]),
-        kcore=asdict(kstats),
-    )
+    inter = _split_table(df, u_map, i_map, seed)
+    del df
+    report = _new_report(name, out, k, seed, inter, kstats)
     say(
         f"{kstats.rows} interactions, {kstats.users} users, {kstats.items} items after the "
         f"{k}-core filter"
     )
 
-    metadata: dict[str, dict] = {}
-    if meta is not None:
-        say(f"reading metadata from {meta}")
-        metadata = read_metadata(meta, asins, progress=progress)
-        report.items_without_metadata = sum(a not in metadata for a in asins)
-
+    asins = i_map["asin"].tolist()
+    metadata = _read_item_metadata(meta, asins, report, progress, say)
     features: dict[str, np.ndarray] = {}
     if text and meta is not None:
-        model_name = str(text_model) if text_model is not None else default_text_model_path()
-        say(f"encoding {len(asins)} item texts with {text_model or DEFAULT_TEXT_MODEL}")
-        features["text"] = encode_text(
-            item_sentences(asins, metadata),
-            model_name,
+        features["text"] = _text_features(
+            asins,
+            metadata,
+            text_model,
+            report,
+            say,
             batch_size=batch_size,
             device=device,
             allow_download=allow_download,
             progress=progress,
         )
-        report.text_model = str(text_model) if text_model is not None else DEFAULT_TEXT_MODEL
-        report.text_dim = int(features["text"].shape[1])
-
     missed: list[int] = []
     if images is not None:
-        say(f"reading image features from {images}")
-        feats, found = read_image_features(images, asins, dim=image_dim, progress=progress)
-        if not found.any():
-            raise DatasetFormatError(
-                f"{images}: none of the {len(asins)} items of the dataset has a record in this "
-                f"file; is it the image file of the same category?"
-            )
-        missed = np.flatnonzero(~found).tolist()
-        if missed:
-            feats[~found] = feats[found].mean(axis=0)
-        features["image"] = feats
-        report.image_source, report.image_dim = str(images), image_dim
-        report.items_without_image = len(missed)
+        features["image"], missed = _image_file_features(
+            images, asins, image_dim, report, progress, say
+        )
     elif encoder_fn is not None:
-        what = f"image encoder {image_encoder if isinstance(image_encoder, str) else encoder_fn}"
-        say(f"encoding images with {what}")
-        arr = encoder_fn(asins, [metadata.get(a, {}) for a in asins])
-        features["image"] = _check_features(arr, len(asins), what)
-        report.image_source, report.image_dim = what, int(features["image"].shape[1])
+        features["image"] = _encoder_features(
+            encoder_fn, image_encoder, asins, metadata, report, say
+        )
 
-    def write(tmp: Path) -> None:
-        inter.to_csv(tmp / f"{name}.inter", sep="\t", index=False)
-        u_map.to_csv(tmp / "u_id_mapping.csv", sep="\t", index=False)
-        i_map.to_csv(tmp / "i_id_mapping.csv", sep="\t", index=False)
-        for modality, arr in features.items():
-            _save_npy(tmp / f"{modality}_feat.npy", arr)
-        if missed:
-            pd.DataFrame({"itemID": missed}).to_csv(tmp / "missed_img_itemIDs.csv", index=False)
-        (tmp / "prepare_info.json").write_text(json.dumps(asdict(report), indent=2) + "\n")
-        read_mmrec(tmp, name=name)  # validate before it becomes visible
-
-    _write_folder(out, overwrite, write)
+    _write_dataset(out, name, inter, u_map, i_map, features, missed, report, overwrite)
     return report
