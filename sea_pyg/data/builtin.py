@@ -9,13 +9,12 @@ temporary folder that is renamed into place only when complete.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from torch_geometric.data import HeteroData
 
 from sea_pyg.data.mmrec import read_mmrec
+from sea_pyg.io import atomic_folder
 
 __all__ = ["SYNTHETIC_VERSION", "cache_home", "synthetic_folder", "load_synthetic"]
 
@@ -36,18 +35,13 @@ def synthetic_folder(preset: str, seed: int = 0, root: str | os.PathLike | None 
     folder = base / f"{preset}-seed{seed}-v{SYNTHETIC_VERSION}"
     if (folder / f"{preset}.inter").is_file():
         return folder
-    base.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".{folder.name}."))
-    try:
+
+    def write(tmp: Path) -> None:
         make_synthetic(preset, seed=seed).to_mmrec(tmp, name=preset)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first
-            if not (folder / f"{preset}.inter").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+
+    atomic_folder(folder, write, exist_ok=True)  # another process finished first: keep its one
+    if not (folder / f"{preset}.inter").is_file():
+        raise FileExistsError(f"{folder} exists but holds no {preset}.inter; remove it")
     return folder
 
 

@@ -36,6 +36,7 @@ from pathlib import Path
 from torch_geometric.data import HeteroData, InMemoryDataset
 
 from sea_pyg.data.mmrec import FEATURE_SUFFIX, ID_MAP_FILES, DatasetFormatError, read_mmrec
+from sea_pyg.io import atomic_torch_save
 
 __all__ = ["MMRecDataset", "KNOWN_DATASETS", "PROCESSED_VERSION", "MMREC_URL"]
 
@@ -172,8 +173,6 @@ class MMRecDataset(InMemoryDataset):
 
     def process(self) -> None:
         """Read and validate the raw folder, apply ``pre_transform``, cache atomically."""
-        from sea_pyg.train.trainer import atomic_torch_save
-
         data = read_mmrec(
             self.raw_dir,
             name=self.name,

@@ -30,15 +30,17 @@ following the MMRec protocol exactly (see ``docs/protocol.md``):
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
+
+from sea_pyg.io import atomic_npy_save, atomic_write, atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "REQUIRED_COLUMNS",
@@ -59,6 +61,8 @@ REV_EDGE_TYPE = ("item", "rated_by", "user")
 FEATURE_SUFFIX = "_feat.npy"
 #: MMRec's id map files: file name -> (node type, column of the 0-based id).
 ID_MAP_FILES = {"u_id_mapping.csv": ("user", "userID"), "i_id_mapping.csv": ("item", "itemID")}
+#: Column of the original id in MMRec's id map of each node type.
+RAW_ID_COLUMNS = {"user": "user_id", "item": "asin"}
 
 
 class DatasetFormatError(ValueError):
@@ -73,21 +77,25 @@ class DatasetFormatError(ValueError):
 # ------------------------------------------------------------------------------------------------
 
 
-def _atomic_write(path: Path, write_fn) -> None:
-    """Write ``path`` through a temporary file in the same folder and ``os.replace`` it.
-
-    A crash in ``write_fn`` never leaves a half-written ``path`` behind.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write_fn(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+def _id_map_frames(
+    interactions: pd.DataFrame, raw_ids: Mapping[str, Sequence[str]]
+) -> dict[str, pd.DataFrame]:
+    """``{file name: id map frame}`` of the node types in ``raw_ids`` (checked against the ids)."""
+    frames = {}
+    for file, (node_type, column) in ID_MAP_FILES.items():
+        if node_type not in raw_ids:
+            continue
+        ids = list(raw_ids[node_type])
+        needed = int(interactions[column].max()) + 1 if len(interactions) else 0
+        if len(ids) != needed:
+            raise ValueError(
+                f"write_mmrec: raw_ids[{node_type!r}] has {len(ids)} entries but the "
+                f"interactions need {needed} (max {column} + 1)"
+            )
+        frames[file] = pd.DataFrame(
+            {RAW_ID_COLUMNS[node_type]: ids, column: np.arange(len(ids), dtype=np.int64)}
+        )
+    return frames
 
 
 def write_mmrec(
@@ -95,6 +103,9 @@ def write_mmrec(
     name: str,
     interactions: pd.DataFrame,
     features: Mapping[str, np.ndarray],
+    *,
+    raw_ids: Mapping[str, Sequence[str]] | None = None,
+    extra_files: Mapping[str, str | bytes] | None = None,
 ) -> Path:
     """Write an MMRec-format dataset folder.
 
@@ -105,8 +116,16 @@ def write_mmrec(
             Extra columns are written too.
         features: Modality name -> ``(num_items, dim)`` array, written as
             ``<folder>/<modality>_feat.npy`` (float32).
+        raw_ids: Optional ``{"user": ids, "item": ids}`` (either key may be left out): the
+            original ids, entry ``i`` being the id of node ``i`` (what :func:`read_mmrec`
+            attaches as ``raw_id``), written as MMRec's id maps ``u_id_mapping.csv``
+            (``user_id``, ``userID``) and ``i_id_mapping.csv`` (``asin``, ``itemID``),
+            tab-separated. Each list must have ``max(id) + 1`` entries.
+        extra_files: Optional file name -> content of other files to put in the folder: a
+            ``str`` is written as UTF-8 text, ``bytes`` as they are.
 
-    Every file is written atomically. Returns the folder path.
+    Every file is written atomically (for a whole folder that appears at once, call this
+    inside :func:`sea_pyg.io.atomic_folder`). Returns the folder path.
     """
     folder = Path(folder)
     missing = [c for c in REQUIRED_COLUMNS if c not in interactions.columns]
@@ -126,17 +145,26 @@ def write_mmrec(
                 f"write_mmrec: features[{modality!r}] must be 2-D (num_items, dim), "
                 f"got shape {arr.shape}"
             )
+    unknown = sorted(set(raw_ids or {}) - set(RAW_ID_COLUMNS))
+    if unknown:
+        raise ValueError(f"write_mmrec: raw_ids keys must be 'user' and/or 'item', got {unknown}")
+    id_maps = _id_map_frames(interactions, raw_ids or {})
+    for file in extra_files or {}:
+        if not file or "/" in file or os.sep in file:
+            raise ValueError(f"write_mmrec: bad extra file name {file!r}")
 
     inter_path = folder / f"{name}.inter"
-    _atomic_write(inter_path, lambda tmp: interactions.to_csv(tmp, sep="\t", index=False))
+    atomic_write(inter_path, lambda tmp: interactions.to_csv(tmp, sep="\t", index=False))
+    for file, frame in id_maps.items():
+        atomic_write(folder / file, lambda tmp, df=frame: df.to_csv(tmp, sep="\t", index=False))
     for modality, arr in features.items():
         arr32 = np.ascontiguousarray(np.asarray(arr, dtype=np.float32))
-
-        def _save(tmp: str, a=arr32) -> None:
-            with open(tmp, "wb") as f:
-                np.save(f, a, allow_pickle=False)
-
-        _atomic_write(folder / f"{modality}{FEATURE_SUFFIX}", _save)
+        atomic_npy_save(arr32, folder / f"{modality}{FEATURE_SUFFIX}")
+    for file, content in (extra_files or {}).items():
+        if isinstance(content, bytes):
+            atomic_write_bytes(content, folder / file)
+        else:
+            atomic_write_text(content, folder / file)
     return folder
 
 
@@ -234,6 +262,49 @@ def _discover_modalities(folder: Path) -> list[str]:
     return sorted(p.name[: -len(FEATURE_SUFFIX)] for p in folder.glob(f"*{FEATURE_SUFFIX}"))
 
 
+class FeatureProblem(NamedTuple):
+    """What :func:`feature_array_problem` found wrong with an item feature matrix.
+
+    ``kind`` is ``"dtype"`` (not a numeric numpy array), ``"ndim"`` (not 2-D), ``"rows"`` (not
+    one row per item), ``"columns"`` (no column) or ``"nonfinite"`` (NaN or inf, first in row
+    ``row``).
+    """
+
+    kind: str
+    row: int = -1
+
+
+def feature_array_problem(arr: Any, num_items: int) -> FeatureProblem | None:
+    """The first problem of ``arr`` as the ``(num_items, dim)`` feature matrix, or ``None``.
+
+    The one check of item feature arrays in the data layer: the MMRec reader and the raw
+    Amazon pipeline each turn a problem into their own error message.
+    """
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
+        return FeatureProblem("dtype")
+    if arr.ndim != 2:
+        return FeatureProblem("ndim")
+    if arr.shape[0] != num_items:
+        return FeatureProblem("rows")
+    if arr.shape[1] == 0:
+        return FeatureProblem("columns")
+    finite = np.isfinite(arr)
+    if not finite.all():
+        return FeatureProblem("nonfinite", int(np.flatnonzero(~finite.all(axis=1))[0]))
+    return None
+
+
+_FEATURE_FILE_ERRORS = {
+    "dtype": "{path}: features must be a numeric (int or float) array, got dtype {dtype}",
+    "ndim": "{path}: features must be a 2-D array (num_items, dim), got shape {shape}",
+    "rows": "{path}: has {shape[0]} rows but the interaction file implies {num_items} items "
+    "(max itemID + 1); row i must describe item i, one row per item",
+    "columns": "{path}: features have 0 columns",
+    "nonfinite": "{path}: contains NaN or inf values (first in row {row}, i.e. itemID {row}); "
+    "replace them, e.g. by the mean feature vector",
+}
+
+
 def _read_features(path: Path, num_items: int) -> torch.Tensor:
     if not path.is_file():
         raise DatasetFormatError(
@@ -249,28 +320,16 @@ def _read_features(path: Path, num_items: int) -> torch.Tensor:
         ) from None
     except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
         raise DatasetFormatError(f"{path}: not a valid .npy file ({exc})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "iuf":
-        dtype = getattr(arr, "dtype", type(arr))
+    problem = feature_array_problem(arr, num_items)
+    if problem is not None:
         raise DatasetFormatError(
-            f"{path}: features must be a numeric (int or float) array, got dtype {dtype}"
-        )
-    if arr.ndim != 2:
-        raise DatasetFormatError(
-            f"{path}: features must be a 2-D array (num_items, dim), got shape {arr.shape}"
-        )
-    if arr.shape[0] != num_items:
-        raise DatasetFormatError(
-            f"{path}: has {arr.shape[0]} rows but the interaction file implies {num_items} items "
-            f"(max itemID + 1); row i must describe item i, one row per item"
-        )
-    if arr.shape[1] == 0:
-        raise DatasetFormatError(f"{path}: features have 0 columns")
-    finite = np.isfinite(arr)
-    if not finite.all():
-        bad_row = int(np.flatnonzero(~finite.all(axis=1))[0])
-        raise DatasetFormatError(
-            f"{path}: contains NaN or inf values (first in row {bad_row}, i.e. itemID "
-            f"{bad_row}); replace them, e.g. by the mean feature vector"
+            _FEATURE_FILE_ERRORS[problem.kind].format(
+                path=path,
+                dtype=getattr(arr, "dtype", type(arr)),
+                shape=getattr(arr, "shape", None),
+                num_items=num_items,
+                row=problem.row,
+            )
         )
     return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
 

@@ -214,3 +214,40 @@ def test_write_is_atomic_on_failure(tmp_path):
     with pytest.raises(RuntimeError):
         write_mmrec(tmp_path, "toy", Boom(_frame(GOOD)), {})
     assert list(tmp_path.iterdir()) == []  # no half-written file, no temp file left
+
+
+def test_write_id_maps_and_extra_files(tmp_path):
+    users, items = ["ua", "ub", "uc"], [f"asin{i}" for i in range(6)]
+    extra = {"notes.txt": "hé\n", "blob.bin": b"\x00\x01"}
+    write_mmrec(
+        tmp_path, "toy", _frame(GOOD), {}, raw_ids={"user": users, "item": items}, extra_files=extra
+    )
+    u_map = (tmp_path / "u_id_mapping.csv").read_text()
+    assert u_map == "user_id\tuserID\nua\t0\nub\t1\nuc\t2\n"  # MMRec's layout
+    assert (tmp_path / "i_id_mapping.csv").read_text().splitlines()[:2] == [
+        "asin\titemID",
+        "asin0\t0",
+    ]
+    assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "hé\n"
+    assert (tmp_path / "blob.bin").read_bytes() == b"\x00\x01"
+    data = read_mmrec(tmp_path)
+    assert data["user"].raw_id == users and data["item"].raw_id == items
+
+    only_items = tmp_path / "items"
+    write_mmrec(only_items, "toy", _frame(GOOD), {}, raw_ids={"item": items})
+    assert not (only_items / "u_id_mapping.csv").exists()
+    assert read_mmrec(only_items)["item"].raw_id == items
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"raw_ids": {"users": ["a"]}}, "raw_ids keys"),
+        ({"raw_ids": {"user": ["a", "b"]}}, r"raw_ids\['user'\] has 2 entries .* need 3"),
+        ({"extra_files": {"sub/x.txt": "x"}}, "bad extra file name"),
+    ],
+)
+def test_write_id_maps_and_extra_files_are_checked(tmp_path, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        write_mmrec(tmp_path, "toy", _frame(GOOD), {}, **kwargs)
+    assert list(tmp_path.iterdir()) == []  # checked before anything is written
