@@ -27,11 +27,19 @@ __all__ = [
 ]
 
 
+def _default_file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Calls ``write(tmp)`` on a temporary path next to ``path``, then renames it to ``path``.
 
     If ``write`` raises (or the process is interrupted), ``path`` keeps its previous content (or
-    stays absent) and the temporary file is removed. Parent folders are created.
+    stays absent) and the temporary file is removed. Parent folders are created. The file gets
+    the permissions a plain ``open()`` would give it (not ``mkstemp``'s owner-only ones).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -41,6 +49,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
+        os.chmod(tmp, _default_file_mode())
         write(tmp)
         os.replace(tmp, path)
     except BaseException:
