@@ -4,7 +4,9 @@ describe dataset folders, plot figures from runs."""
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -62,8 +64,8 @@ QUICK_START_COMPARE = ["lightgcn"]
 
 def _train_one(args: argparse.Namespace, data, model_name: str, hparams: dict[str, Any],
                overrides: dict[str, Any]) -> tuple[dict, dict, Any]:
-    from sea_pyg.train import TrainConfig, Trainer, seed_everything
     from sea_pyg.models import build_model
+    from sea_pyg.train import TrainConfig, Trainer, seed_everything
 
     seed_everything(args.seed)
     try:
@@ -138,10 +140,18 @@ def cmd_train(args: argparse.Namespace) -> int:
         res, inf, cfg = _train_one(args, data, other, {}, {})
         rows.append((inf["name"], res, cfg))
 
+    _print_table(rows)
+    return 0
+
+
+def _print_table(rows: list[tuple[str, dict, Any]]) -> None:
+    """The test metrics of each ``(model name, results, config)`` side by side, then where each
+    run's ``results.json`` is."""
+    first, results, config = rows[0]
     keys = [f"{m}@{k}" for m in ("recall", "ndcg") for k in config.topk]
     title = "test metrics at the best validation epoch"
     print(f"\n{title}:" if len(rows) > 1 else
-          f"\n{info['name']} {title} ({results['best_epoch']}):")
+          f"\n{first} {title} ({results['best_epoch']}):")
     width = max(len(r[0]) for r in rows) + 2
     print(" " * width + "  ".join(f"{k:>10s}" for k in keys) + "  best epoch")
     for name, res, _ in rows:
@@ -150,7 +160,6 @@ def cmd_train(args: argparse.Namespace) -> int:
               + f"  {res['best_epoch']:>10d}")
     for name, _, cfg in rows:
         print(f"results ({name}): {Path(cfg.output_dir) / 'results.json'}")
-    return 0
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -268,6 +277,48 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------ --import
+def _add_import_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        metavar="MODULE",
+        help="import this Python module first (repeatable), e.g. one that registers its own "
+        "model in sea_pyg.models.MODELS; the current folder is searched too",
+    )
+
+
+def _import_modules(names: list[str] | None) -> None:
+    """Imports each ``--import`` module, in order, before any model name is resolved, so that a
+    module from outside the package can register models in :data:`sea_pyg.models.MODELS`.
+
+    The current folder is searched after ``sys.path`` while importing (the ``sea-pyg`` script,
+    unlike ``python -m``, does not put it on ``sys.path``).
+
+    Raises:
+        SystemExit: a module fails to import (``sea-pyg: --import MODULE: <error>``).
+    """
+    if not names:
+        return
+    cwd = os.getcwd()
+    added = cwd not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        for name in names:
+            try:
+                importlib.import_module(name)
+            except Exception as exc:
+                raise SystemExit(
+                    f"sea-pyg: --import {name}: {type(exc).__name__}: {exc}"
+                ) from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+# ------------------------------------------------------------------------------------- parsers
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (default: the built-in synthetic 'small' preset)")
     g.add_argument(
@@ -280,99 +331,22 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-seed", type=int, default=0, help="seed of the synthetic data")
 
 
-def _add_plot_parser(sub) -> None:
-    pl = sub.add_parser(
-        "plot",
-        help="figures from training runs (needs matplotlib: pip install \"sea-pyg[plot]\")",
-        description="Write a PNG figure from training runs: training curves, ablation bars, "
-        "hyper-parameter sensitivity, or a 2-D map of SEA's generic/unique item parts. Needs "
-        'matplotlib (pip install "sea-pyg[plot]").',
-    )
-    figs = pl.add_subparsers(dest="figure", required=True, metavar="FIGURE")
-
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--out", required=True, help="PNG file to write (atomically)")
-
-    def metrics(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--metrics", nargs="+", default=["recall@20", "ndcg@20"], metavar="METRIC",
-            help="metrics to plot (default: recall@20 ndcg@20)",
-        )
-
-    def runs_of(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "workdirs", nargs="+", metavar="WORKDIR",
-            help="work folders holding <model>-<dataset>-seed<k>/results.json "
-            "(benchmarks/compare_models.py --workdir)",
-        )
-        p.add_argument("--split", choices=["test", "valid"], default="test",
-                       help="test metrics at the best validation epoch (default) or the best "
-                       "validation metrics")
-        p.add_argument("--include-unfinished", action="store_true",
-                       help="also use runs still training (default: skip them)")
-
-    c = figs.add_parser("curves", help="loss terms and validation metrics per epoch",
-                        description="Loss terms and validation metrics per epoch of one or "
-                        "more runs, overlaid; best epoch starred.")
-    c.add_argument("runs", nargs="+", metavar="RUN",
-                   help="run folders (holding results.json) or results.json files")
-    c.add_argument("--labels", nargs="+", help="legend labels, one per run (default: model)")
-    metrics(c)
-    common(c)
-
-    a = figs.add_parser("ablation", help="bars of test metrics per model (paper Figure 3)",
-                        description="Bars of test Recall@20 / NDCG@20 (mean ± std over seeds) "
-                        "per model from compare_models.py work folders.")
-    runs_of(a)
-    a.add_argument("--models", nargs="+", help="models to show, in this order (default: all)")
-    metrics(a)
-    common(a)
-
-    s = figs.add_parser("sensitivity", help="metric vs a hyper-parameter (paper Figure 4)",
-                        description="Metric against a hyper-parameter's value (read from each "
-                        "results.json: model hparams, then config), a line per model.")
-    runs_of(s)
-    s.add_argument("--param", action="append", required=True, metavar="NAME",
-                   help="hyper-parameter, e.g. align_weight (repeat for several rows)")
-    metrics(s)
-    common(s)
-
-    e = figs.add_parser(
-        "embeddings", help="2-D map of SEA's generic/unique item parts (paper Figures 5/6)",
-        description="Load a trained SEA (or +sea) model, take the generic and unique parts of "
-        "each modality (or its projections) for a seeded random sample of items and map them "
-        "to 2-D with t-SNE (scikit-learn) or PCA.",
-    )
-    e.add_argument("run", metavar="RUN", help="run folder (holding best.pt) or checkpoint")
-    _add_data_args(e)
-    e.add_argument("--items", type=int, default=200, help="items drawn (default 200)")
-    e.add_argument("--seed", type=int, default=0, help="seed of the draw and t-SNE (default 0)")
-    e.add_argument("--method", choices=["auto", "tsne", "pca"], default="auto",
-                   help="auto: t-SNE if scikit-learn is installed, else PCA")
-    e.add_argument("--parts", choices=["auto", "gu", "z"], default="auto",
-                   help="gu: generic and unique parts (the distancing inputs); z: the alignment "
-                   "projections; auto: gu if the model has distancing, else z")
-    common(e)
-    pl.set_defaults(func=cmd_plot)
-
-
-def build_parser() -> argparse.ArgumentParser:
+def _add_train_parser(sub) -> None:
     from sea_pyg.models import MODELS
-
-    parser = argparse.ArgumentParser(
-        prog="sea-pyg", description="SEA and multimodal recommendation baselines on PyG."
-    )
-    sub = parser.add_subparsers(dest="command")
 
     models = ", ".join(f"{k} ({v.description})" for k, v in sorted(MODELS.items()))
     t = sub.add_parser("train", help="train a model under the MMRec protocol")
-    t.add_argument("--model", default=DEFAULT_MODEL, help=f"model: {models}")
+    t.add_argument(
+        "--model", default=DEFAULT_MODEL,
+        help=f"model: {models}; or a name registered by an --import module",
+    )
     t.add_argument(
         "--sea",
         action="store_true",
         help="add SEA's separate-learning module to the host model (vbpr -> vbpr+sea, "
         "freedom -> freedom+sea)",
     )
+    _add_import_arg(t)
     _add_data_args(t)
     t.add_argument("--epochs", type=int, help="epoch cap (default 1000)")
     t.add_argument("--seed", type=int, default=999, help="seed of everything (default 999)")
@@ -398,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no per-epoch log lines")
     t.set_defaults(func=cmd_train)
 
+
+def _add_synth_parser(sub) -> None:
     s = sub.add_parser("synth", help="write a synthetic preset as an MMRec folder")
     s.add_argument("preset", help="tiny, small, baby, sports or clothing")
     s.add_argument("out", help="output folder")
@@ -405,6 +381,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="dataset name (default: the preset name)")
     s.set_defaults(func=cmd_synth)
 
+
+def _add_prepare_parser(sub) -> None:
     p = sub.add_parser(
         "prepare",
         help="build an MMRec folder from McAuley's 2014 Amazon files",
@@ -412,6 +390,16 @@ def build_parser() -> argparse.ArgumentParser:
         "image_feat.npy, id maps) from McAuley's 2014 Amazon files: k-core filter, "
         "contiguous ids, the protocol's per-user split, text and image features.",
     )
+    _add_prepare_inputs(p)
+    _add_prepare_features(p)
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true", help="only the final summary")
+    p.set_defaults(func=cmd_prepare)
+
+
+def _add_prepare_inputs(p: argparse.ArgumentParser) -> None:
+    """``prepare``'s input files, output folder and split settings."""
     p.add_argument(
         "--interactions",
         required=True,
@@ -435,6 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="format of --interactions (default: detected)",
     )
+
+
+def _add_prepare_features(p: argparse.ArgumentParser) -> None:
+    """``prepare``'s text and image feature settings."""
     p.add_argument("--no-text", action="store_true", help="skip text features")
     p.add_argument(
         "--text-model",
@@ -449,11 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-dim", type=int, default=4096, help="floats per image record")
     p.add_argument("--batch-size", type=int, default=64, help="text encoding batch size")
     p.add_argument("--device", default="cpu", help="torch device for text encoding")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("--quiet", action="store_true", help="only the final summary")
-    p.set_defaults(func=cmd_prepare)
 
+
+def _add_recommend_parser(sub) -> None:
     r = sub.add_parser(
         "recommend",
         help="top-K items per user from a trained model",
@@ -478,13 +468,122 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument("--device", default="cpu", help="torch device")
     r.add_argument("--json", action="store_true", help="print JSON with scores")
+    _add_import_arg(r)
     r.set_defaults(func=cmd_recommend)
 
-    _add_plot_parser(sub)
 
+def _add_info_parser(sub) -> None:
     i = sub.add_parser("info", help="validate and describe a dataset folder")
     _add_data_args(i)
     i.set_defaults(func=cmd_info)
+
+
+# ---------------------------------------------------------------------------------- plot parsers
+def _add_plot_parser(sub) -> None:
+    pl = sub.add_parser(
+        "plot",
+        help="figures from training runs (needs matplotlib: pip install \"sea-pyg[plot]\")",
+        description="Write a PNG figure from training runs: training curves, ablation bars, "
+        "hyper-parameter sensitivity, or a 2-D map of SEA's generic/unique item parts. Needs "
+        'matplotlib (pip install "sea-pyg[plot]").',
+    )
+    figs = pl.add_subparsers(dest="figure", required=True, metavar="FIGURE")
+    _add_curves_parser(figs)
+    _add_ablation_parser(figs)
+    _add_sensitivity_parser(figs)
+    _add_embeddings_parser(figs)
+    pl.set_defaults(func=cmd_plot)
+
+
+def _add_out_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="PNG file to write (atomically)")
+
+
+def _add_metrics_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metrics", nargs="+", default=["recall@20", "ndcg@20"], metavar="METRIC",
+        help="metrics to plot (default: recall@20 ndcg@20)",
+    )
+
+
+def _add_workdir_args(p: argparse.ArgumentParser) -> None:
+    """The work folders of the ablation and sensitivity figures, and which runs they use."""
+    p.add_argument(
+        "workdirs", nargs="+", metavar="WORKDIR",
+        help="work folders holding <model>-<dataset>-seed<k>/results.json "
+        "(benchmarks/compare_models.py --workdir)",
+    )
+    p.add_argument("--split", choices=["test", "valid"], default="test",
+                   help="test metrics at the best validation epoch (default) or the best "
+                   "validation metrics")
+    p.add_argument("--include-unfinished", action="store_true",
+                   help="also use runs still training (default: skip them)")
+
+
+def _add_curves_parser(figs) -> None:
+    c = figs.add_parser("curves", help="loss terms and validation metrics per epoch",
+                        description="Loss terms and validation metrics per epoch of one or "
+                        "more runs, overlaid; best epoch starred.")
+    c.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders (holding results.json) or results.json files")
+    c.add_argument("--labels", nargs="+", help="legend labels, one per run (default: model)")
+    _add_metrics_arg(c)
+    _add_out_arg(c)
+
+
+def _add_ablation_parser(figs) -> None:
+    a = figs.add_parser("ablation", help="bars of test metrics per model (paper Figure 3)",
+                        description="Bars of test Recall@20 / NDCG@20 (mean ± std over seeds) "
+                        "per model from compare_models.py work folders.")
+    _add_workdir_args(a)
+    a.add_argument("--models", nargs="+", help="models to show, in this order (default: all)")
+    _add_metrics_arg(a)
+    _add_out_arg(a)
+
+
+def _add_sensitivity_parser(figs) -> None:
+    s = figs.add_parser("sensitivity", help="metric vs a hyper-parameter (paper Figure 4)",
+                        description="Metric against a hyper-parameter's value (read from each "
+                        "results.json: model hparams, then config), a line per model.")
+    _add_workdir_args(s)
+    s.add_argument("--param", action="append", required=True, metavar="NAME",
+                   help="hyper-parameter, e.g. align_weight (repeat for several rows)")
+    _add_metrics_arg(s)
+    _add_out_arg(s)
+
+
+def _add_embeddings_parser(figs) -> None:
+    e = figs.add_parser(
+        "embeddings", help="2-D map of SEA's generic/unique item parts (paper Figures 5/6)",
+        description="Load a trained SEA (or +sea) model, take the generic and unique parts of "
+        "each modality (or its projections) for a seeded random sample of items and map them "
+        "to 2-D with t-SNE (scikit-learn) or PCA.",
+    )
+    e.add_argument("run", metavar="RUN", help="run folder (holding best.pt) or checkpoint")
+    _add_data_args(e)
+    e.add_argument("--items", type=int, default=200, help="items drawn (default 200)")
+    e.add_argument("--seed", type=int, default=0, help="seed of the draw and t-SNE (default 0)")
+    e.add_argument("--method", choices=["auto", "tsne", "pca"], default="auto",
+                   help="auto: t-SNE if scikit-learn is installed, else PCA")
+    e.add_argument("--parts", choices=["auto", "gu", "z"], default="auto",
+                   help="gu: generic and unique parts (the distancing inputs); z: the alignment "
+                   "projections; auto: gu if the model has distancing, else z")
+    _add_import_arg(e)
+    _add_out_arg(e)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sea-pyg`` argument parser: one sub-command per ``_add_<command>_parser``."""
+    parser = argparse.ArgumentParser(
+        prog="sea-pyg", description="SEA and multimodal recommendation baselines on PyG."
+    )
+    sub = parser.add_subparsers(dest="command")
+    _add_train_parser(sub)
+    _add_synth_parser(sub)
+    _add_prepare_parser(sub)
+    _add_recommend_parser(sub)
+    _add_plot_parser(sub)
+    _add_info_parser(sub)
     return parser
 
 
@@ -494,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    _import_modules(getattr(args, "imports", None))
     return int(args.func(args) or 0)
 
 

@@ -1,9 +1,10 @@
 """Figures from training runs: curves, ablation bars, sensitivity lines, embedding scatters.
 
 Every function reads what :class:`~sea_pyg.train.Trainer` writes (``results.json``, ``best.pt``)
-and writes one PNG atomically (a temporary file in the same folder, then ``os.replace``).
-matplotlib is imported only when a figure is drawn (``pip install "sea-pyg[plot]"``); no
-global pyplot state is used, so the functions are safe to call from other programs.
+and writes one PNG atomically (:func:`sea_pyg.io.atomic_write`: a temporary file in the same
+folder, then ``os.replace``). matplotlib is imported only when a figure is drawn
+(``pip install "sea-pyg[plot]"``); no global pyplot state is used, so the functions are safe to
+call from other programs.
 
 * :func:`plot_curves`: loss terms and validation Recall/NDCG per epoch of one or more runs,
   best epoch marked.
@@ -20,13 +21,14 @@ import json
 import math
 import os
 import statistics
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from sea_pyg.io import atomic_write
 
 __all__ = [
     "Run",
@@ -59,20 +61,11 @@ def _figure(width: float, height: float):
 
 
 def _save(fig, out: str | os.PathLike) -> Path:
+    """Writes ``fig`` as the PNG ``out`` atomically (:func:`sea_pyg.io.atomic_write`)."""
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out {out}: the output must be a .png file")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return out
+    return atomic_write(out, lambda tmp: fig.savefig(tmp, format="png"))
 
 
 # ------------------------------------------------------------------------------------ runs
@@ -422,74 +415,111 @@ def plot_sensitivity(
     fig = _figure(4.6 * len(metrics), 3.6 * len(params) + 0.5)
     axes = fig.subplots(len(params), len(metrics), squeeze=False)
     for row, param in enumerate(params):
-        having = [r for r in runs if r.value(param) is not None]
-        if not having:
-            known = sorted({k for r in runs for k in r.hparams} | {"lr", "batch_size"})
-            raise ValueError(
-                f"--param {param!r}: no run in {', '.join(map(str, workdirs))} records it; the "
-                f"runs record {known}"
-            )
-        # within a model, hyper-parameters (other than `param`) that differ split the lines
-        by_model: dict[tuple[str, str], list[Run]] = {}
-        for r in having:
-            by_model.setdefault((r.model, r.dataset), []).append(r)
-        lines: dict[tuple, list[Run]] = {}
-        extras: dict[tuple, str] = {}
-        for (model, dataset), rs in by_model.items():
-            keys = sorted({k for r in rs for k in r.hparams} - {param})
-            varying = [k for k in keys if len({json.dumps(r.hparams.get(k)) for r in rs}) > 1]
-            for r in rs:
-                vals = tuple(json.dumps(r.hparams.get(k)) for k in varying)
-                key = (model, dataset, *vals)
-                lines.setdefault(key, []).append(r)
-                extras[key] = ", ".join(
-                    f"{k}={_fmt_value(json.loads(v))}" for k, v in zip(varying, vals, strict=True)
-                )
-        multi = {k: v for k, v in lines.items() if len({json.dumps(r.value(param)) for r in v}) > 1}
-        if multi:
-            lines = multi
-        values = sorted(
-            {json.dumps(r.value(param)) for v in lines.values() for r in v},
-            key=lambda s: (not isinstance(json.loads(s), (int, float)), json.loads(s)),
-        )
-        pos = {v: i for i, v in enumerate(values)}
-        datasets = {k[1] for k in lines}
+        lines, extras = _sensitivity_lines(_runs_recording(runs, param, workdirs), param)
         for col, metric in enumerate(metrics):
-            ax = axes[row][col]
-            for i, (key, rs) in enumerate(lines.items()):
-                by_value: dict[str, list[float]] = {}
-                for r in rs:
-                    by_value.setdefault(json.dumps(r.value(param)), []).append(
-                        _metric_of(r, split, metric)
-                    )
-                xs = sorted(by_value, key=pos.__getitem__)
-                stats = [_mean_std(by_value[x]) for x in xs]
-                label = key[0] + (f" ({key[1]})" if len(datasets) > 1 else "")
-                if extras[key] and len(lines) > 1:
-                    extra = extras[key]
-                    label += " [" + (extra if len(extra) <= 60 else extra[:57] + "...") + "]"
-                ax.errorbar(
-                    [pos[x] for x in xs],
-                    [s[0] for s in stats],
-                    yerr=[s[1] for s in stats],
-                    marker="o",
-                    capsize=3,
-                    color=COLORS[i % len(COLORS)],
-                    label=label,
-                )
-            ax.set_xticks(range(len(values)))
-            ax.set_xticklabels([_fmt_value(json.loads(v)) for v in values])
-            ax.set_xlabel(param)
-            ax.set_ylabel(f"{split} {metric}")
-            ax.set_title(f"{split} {metric} vs {param}", fontsize=10)
-            ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
+            _draw_sensitivity(axes[row][col], lines, extras, param, metric, split)
     fig.suptitle(
         f"sensitivity on {', '.join(sorted({r.dataset for r in runs}))} "
         "(mean ± std over seeds where several)",
         fontsize=11,
     )
     return _save(fig, out)
+
+
+def _runs_recording(runs: Sequence[Run], param: str, workdirs: Sequence) -> list[Run]:
+    """The runs that record ``param`` (see :meth:`Run.value`).
+
+    Raises:
+        ValueError: none does.
+    """
+    having = [r for r in runs if r.value(param) is not None]
+    if not having:
+        known = sorted({k for r in runs for k in r.hparams} | {"lr", "batch_size"})
+        raise ValueError(
+            f"--param {param!r}: no run in {', '.join(map(str, workdirs))} records it; the "
+            f"runs record {known}"
+        )
+    return having
+
+
+def _sensitivity_lines(
+    having: Sequence[Run], param: str
+) -> tuple[dict[tuple, list[Run]], dict[tuple, str]]:
+    """The runs of each line: ``({(model, dataset, *other varying values): runs}, {key: label
+    suffix})``. Within a model, hyper-parameters (other than ``param``) that differ split the
+    lines; lines with a single value of ``param`` are dropped if others have several."""
+    by_model: dict[tuple[str, str], list[Run]] = {}
+    for r in having:
+        by_model.setdefault((r.model, r.dataset), []).append(r)
+    lines: dict[tuple, list[Run]] = {}
+    extras: dict[tuple, str] = {}
+    for (model, dataset), rs in by_model.items():
+        keys = sorted({k for r in rs for k in r.hparams} - {param})
+        varying = [k for k in keys if len({json.dumps(r.hparams.get(k)) for r in rs}) > 1]
+        for r in rs:
+            vals = tuple(json.dumps(r.hparams.get(k)) for k in varying)
+            key = (model, dataset, *vals)
+            lines.setdefault(key, []).append(r)
+            extras[key] = ", ".join(
+                f"{k}={_fmt_value(json.loads(v))}" for k, v in zip(varying, vals, strict=True)
+            )
+    multi = {k: v for k, v in lines.items() if len({json.dumps(r.value(param)) for r in v}) > 1}
+    return (multi or lines), extras
+
+
+def _param_values(lines: dict[tuple, list[Run]], param: str) -> list[str]:
+    """The JSON texts of ``param``'s values over all lines, sorted (numbers first)."""
+    return sorted(
+        {json.dumps(r.value(param)) for v in lines.values() for r in v},
+        key=lambda s: (not isinstance(json.loads(s), (int, float)), json.loads(s)),
+    )
+
+
+def _line_label(key: tuple, extras: dict[tuple, str], nlines: int, ndatasets: int) -> str:
+    label = key[0] + (f" ({key[1]})" if ndatasets > 1 else "")
+    if extras[key] and nlines > 1:
+        extra = extras[key]
+        label += " [" + (extra if len(extra) <= 60 else extra[:57] + "...") + "]"
+    return label
+
+
+def _draw_sensitivity(
+    ax,
+    lines: dict[tuple, list[Run]],
+    extras: dict[tuple, str],
+    param: str,
+    metric: str,
+    split: str,
+) -> None:
+    """One panel: ``metric`` (mean ± std) at each value of ``param``, a line per entry of
+    ``lines``; values evenly spaced in sorted order."""
+    values = _param_values(lines, param)
+    pos = {v: i for i, v in enumerate(values)}
+    datasets = {k[1] for k in lines}
+    for i, (key, rs) in enumerate(lines.items()):
+        by_value: dict[str, list[float]] = {}
+        for r in rs:
+            by_value.setdefault(json.dumps(r.value(param)), []).append(
+                _metric_of(r, split, metric)
+            )
+        xs = sorted(by_value, key=pos.__getitem__)
+        stats = [_mean_std(by_value[x]) for x in xs]
+        ax.errorbar(
+            [pos[x] for x in xs],
+            [s[0] for s in stats],
+            yerr=[s[1] for s in stats],
+            marker="o",
+            capsize=3,
+            color=COLORS[i % len(COLORS)],
+            label=_line_label(key, extras, len(lines), len(datasets)),
+        )
+    ax.set_xticks(range(len(values)))
+    ax.set_xticklabels([_fmt_value(json.loads(v)) for v in values])
+    ax.set_xlabel(param)
+    ax.set_ylabel(f"{split} {metric}")
+    ax.set_title(f"{split} {metric} vs {param}", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 # ------------------------------------------------------------------------------ embeddings

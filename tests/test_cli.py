@@ -1,11 +1,12 @@
 import json
+import sys
 
 import pytest
 import torch
 
 from sea_pyg.cli import main
 from sea_pyg.data import load_synthetic
-from sea_pyg.models import build_model
+from sea_pyg.models import MODELS, build_model
 
 
 def test_synth_info_train_resume(tmp_path, capsys):
@@ -113,3 +114,101 @@ def test_explicit_data_uses_the_model_defaults(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "quick start" not in out and "== sea-b: lr 0.0001" in out
     assert "== mf: lr 0.001" in out
+
+
+@pytest.fixture
+def user_modules(tmp_path, monkeypatch):
+    """Writes modules into a folder on ``sys.path``; forgets them (and any model they
+    registered) afterwards."""
+    folder = tmp_path / "user_modules"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    names = []
+
+    def write(name, source):
+        (folder / f"{name}.py").write_text(source)
+        names.append(name)
+
+    models = set(MODELS)
+    yield write
+    for name in names:
+        sys.modules.pop(name, None)
+    for name in set(MODELS) - models:
+        del MODELS[name]
+
+
+def test_import_runs_a_module_before_training(user_modules, tmp_path, monkeypatch):
+    monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
+    marker = tmp_path / "imported.txt"
+    monkeypatch.setenv("SEA_PYG_TEST_MARKER", str(marker))
+    user_modules(
+        "sea_pyg_test_marker",
+        "import os, pathlib\n"
+        "pathlib.Path(os.environ['SEA_PYG_TEST_MARKER']).write_text('imported')\n",
+    )
+    out = tmp_path / "run"
+    assert main(["train", "--import", "sea_pyg_test_marker", "--model", "mf", "--synthetic",
+                 "tiny", "--epochs", "1", "--out", str(out), "--quiet", "--no-progress"]) == 0
+    assert marker.read_text() == "imported"
+    assert json.loads((out / "results.json").read_text())["epochs_run"] == 1
+
+
+def test_import_registers_a_model_for_train_and_recommend(user_modules, tmp_path, monkeypatch,
+                                                          capsys):
+    monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
+    user_modules(
+        "sea_pyg_test_models",
+        "from sea_pyg.models import MODELS, ModelSpec\n"
+        "MODELS['my-mf'] = ModelSpec('my-mf', MODELS['mf'].build, {'embedding_dim': 8},\n"
+        "                            description='a user model')\n",
+    )
+    user_modules("sea_pyg_test_empty", "")
+    out = tmp_path / "run"
+    args = ["train", "--model", "my-mf", "--synthetic", "tiny", "--epochs", "1", "--out",
+            str(out), "--quiet", "--no-progress"]
+    with pytest.raises(SystemExit, match="unknown model 'my-mf'"):
+        main(args)
+    assert main([*args, "--import", "sea_pyg_test_empty", "--import", "sea_pyg_test_models"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["model"] == {"name": "my-mf", "hparams": {"embedding_dim": 8}}
+
+    # a fresh process knows the model only through --import
+    del MODELS["my-mf"], sys.modules["sea_pyg_test_models"]
+    rec = ["recommend", "--run", str(out), "--synthetic", "tiny", "--users", "0", "--k", "3"]
+    with pytest.raises(SystemExit, match="unknown model 'my-mf'"):
+        main(rec)
+    capsys.readouterr()
+    assert main([*rec, "--import", "sea_pyg_test_models"]) == 0
+    assert "top-3 items from my-mf" in capsys.readouterr().out
+
+
+def test_import_searches_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sea_pyg_test_local.py").write_text("LOADED = True\n")
+    path = list(sys.path)
+    try:
+        # the module is found and imported; then the (missing) data stops the run
+        with pytest.raises(SystemExit, match="no-such-preset"):
+            main(["train", "--import", "sea_pyg_test_local", "--synthetic", "no-such-preset"])
+        assert sys.modules["sea_pyg_test_local"].LOADED
+    finally:
+        sys.modules.pop("sea_pyg_test_local", None)
+    assert sys.path == path  # the current folder was searched only while importing
+
+
+@pytest.mark.parametrize(
+    ("source", "error"),
+    [
+        (None, "ModuleNotFoundError: No module named 'sea_pyg_no_such_module'"),
+        ("raise RuntimeError('boom')\n", "RuntimeError: boom"),
+        ("import sea_pyg_no_dep\n", "ModuleNotFoundError: No module named 'sea_pyg_no_dep'"),
+    ],
+)
+def test_import_failure_is_a_clean_error(source, error, user_modules):
+    name = "sea_pyg_no_such_module"
+    if source is not None:
+        name = "sea_pyg_test_bad"
+        user_modules(name, source)
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--import", name, "--model", "mf", "--synthetic", "tiny"])
+    assert str(exc.value) == f"sea-pyg: --import {name}: {error}"

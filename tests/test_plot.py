@@ -158,3 +158,25 @@ def test_pca_fallback_without_sklearn(runs, tmp_path, monkeypatch):
     assert _is_png(out)
     with pytest.raises(ImportError, match="--method pca works without it"):
         plot.plot_embeddings(model, tmp_path / "t.png", items=20, method="tsne")
+
+
+def test_figures_are_written_atomically(tmp_path):
+    """``_save`` goes through sea_pyg.io.atomic_write: a failed write keeps the old figure and
+    leaves no temporary file; missing folders are created."""
+
+    class Broken:
+        def savefig(self, path, format):
+            with open(path, "wb") as f:
+                f.write(b"half a png")
+            raise RuntimeError("disk full")
+
+    out = tmp_path / "fig.png"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError, match="disk full"):
+        plot._save(Broken(), out)
+    assert out.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["fig.png"]
+    fig = plot._figure(3.0, 2.0)
+    fig.subplots().plot([0, 1], [1, 0])
+    new = plot._save(fig, tmp_path / "sub" / "new.png")
+    assert new == tmp_path / "sub" / "new.png" and _is_png(new)
