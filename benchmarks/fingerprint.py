@@ -32,7 +32,7 @@ EXTRA_CONFIGS = [
     ("sea[naive]", "sea", {"fused": False}),
     ("sea[learnable-knn]", "sea", {"learnable_knn_weights": True}),
     ("sea[shared-club]", "sea", {"club_shared": True, "trans_dim": 16}),
-    ("bm3[2-layers]", "bm3", {"n_layers": 2}),
+    ("bm3[2-layers]", "bm3", {"num_layers": 2}),
 ]
 
 
@@ -53,7 +53,12 @@ def _run(name: str, hparams: dict, epochs: int, seed: int) -> list[dict]:
     build_model, _ = _registry()
     data = load_synthetic("tiny", seed=0)
     seed_everything(seed)
-    model, info, train_defaults = build_model(name, data, **hparams)
+    try:
+        model, info, train_defaults = build_model(name, data, **hparams)
+    except ValueError:  # releases before 0.2 used MMRec's name of BM3's layer count
+        old = {("n_layers" if k == "num_layers" else k): v for k, v in hparams.items()}
+        seed_everything(seed)
+        model, info, train_defaults = build_model(name, data, **old)
     cfg = TrainConfig(
         **{**train_defaults, "epochs": epochs, "seed": seed, "patience": epochs,
            "progress": False, "verbose": False}

@@ -208,7 +208,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from sea_pyg.train.checkpoint import load_model, recommend
+    from sea_pyg.train import load_model, recommend
 
     data = _load_data(args)
     try:
@@ -252,7 +252,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 finished_only=not args.include_unfinished,
             )
         else:
-            from sea_pyg.train.checkpoint import load_model
+            from sea_pyg.train import load_model
 
             if args.data is None and args.synthetic is None:
                 raise SystemExit(

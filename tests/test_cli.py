@@ -158,9 +158,11 @@ def test_import_registers_a_model_for_train_and_recommend(user_modules, tmp_path
     monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
     user_modules(
         "sea_pyg_test_models",
-        "from sea_pyg.models import MODELS, ModelSpec\n"
-        "MODELS['my-mf'] = ModelSpec('my-mf', MODELS['mf'].build, {'embedding_dim': 8},\n"
-        "                            description='a user model')\n",
+        "from sea_pyg.models import MFBPR, register_model\n"
+        "@register_model('my-mf', 'a user model', presets={})\n"
+        "class MyMF(MFBPR):\n"
+        "    def __init__(self, num_users, num_items, embedding_dim=8):\n"
+        "        super().__init__(num_users, num_items, embedding_dim, reg_weight=1e-4)\n",
     )
     user_modules("sea_pyg_test_empty", "")
     out = tmp_path / "run"

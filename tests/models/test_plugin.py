@@ -324,7 +324,7 @@ def test_checkpoint_resume_is_exact(tiny_data, tmp_path, name):
     assert any(k.startswith("separate.clubs.") for k in a["model"])
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
-    assert a["auxiliary"]["club_optimizer"]["state"]
+    assert a["auxiliary"]["separate.club_nll"]["state"]
 
 
 def test_cli_sea_flag(tmp_path, monkeypatch, capsys):

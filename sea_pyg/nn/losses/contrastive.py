@@ -1,0 +1,286 @@
+r"""Contrastive losses over a shared row-wise cross-entropy, dense or chunked.
+
+* :func:`solosim_loss` / :class:`SoloSimLoss`: one-directional cross-modal InfoNCE over all items
+  (SEA's *alignment* loss), with an exact row-chunked path that never holds the full
+  :math:`N \times N` similarity matrix, not even in the backward pass.
+* :func:`info_nce_loss` / :class:`InfoNCE`: the symmetric NT-Xent loss with in-modality negatives
+  (SEA variants with InfoNCE alignment).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from sea_pyg.nn.losses._checks import _check_chunk_size, _check_same_shape, _check_temperature
+
+__all__ = ["solosim_loss", "SoloSimLoss", "info_nce_loss", "InfoNCE"]
+
+
+# --------------------------------------------------------------------------------------------
+# Contrastive losses (shared row-wise cross-entropy, dense or chunked)
+# --------------------------------------------------------------------------------------------
+
+
+class _ChunkedRowCrossEntropy(torch.autograd.Function):
+    r"""Mean over rows :math:`r` of :math:`-\log\operatorname{softmax}(\mathbf{q}_r
+    \mathbf{K}^\top / \tau)_{t_r}`, with column :math:`e_r` removed from row :math:`r`'s
+    softmax if ``exclude`` is given; computed ``chunk_size`` rows at a time.
+
+    Each chunk's softmax :math:`P` is complete (a chunk holds whole rows), so the gradient is
+    accumulated in the same pass, right after :math:`P`, and the backward pass only scales it:
+    :math:`\partial \mathcal{L} / \partial \mathbf{q} = (P \mathbf{K} - \mathbf{K}_t) /
+    (M\tau)` and :math:`\partial \mathcal{L} / \partial \mathbf{K} = (P^\top \mathbf{q} -
+    \text{scatter}_t(\mathbf{q})) / (M\tau)`, the one-hot part applied to the small factors.
+    Each chunk of logits is written by one matrix product into one reused buffer, exponentiated
+    in place, summed, and read by the two gradient products; only an ``(M, D)`` and an
+    ``(N, D)`` gradient are kept for the backward pass. The gradient is computed only when
+    ``with_grad`` (grad mode on and an input requiring it).
+
+    If ``bound`` is given, every logit is known to lie in ``[-bound, bound]`` (unit-norm rows:
+    ``bound = 1 / tau``); the log-sum-exp then uses the fixed shift ``bound``, folded into the
+    matrix product as an extra column (no overflow or underflow while ``2 * bound < 80``);
+    otherwise each row is shifted by its maximum.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx,
+        q: Tensor,
+        k: Tensor,
+        target: Tensor,
+        exclude: Tensor | None,
+        tau: float,
+        chunk_size: int,
+        bound: float | None,
+        with_grad: bool,
+    ) -> Tensor:
+        m, n = q.size(0), k.size(0)
+        need_q = with_grad and ctx.needs_input_grad[0]
+        need_k = with_grad and ctx.needs_input_grad[1]
+        qs = q * (1.0 / tau)
+        if bound is not None:  # [q / tau, -bound] @ [k, 1]^T = logits - bound
+            qa = torch.cat([qs, qs.new_full((m, 1), -bound)], dim=1)
+            kt = torch.cat([k, k.new_ones(n, 1)], dim=1).t()
+        else:
+            qa, kt = qs, k.t()
+        lse = q.new_empty(m)
+        buf = q.new_empty(min(chunk_size, m), n)
+        grad_q = q.new_empty(q.shape) if need_q else None
+        grad_k = torch.zeros_like(k) if need_k else None
+        for start in range(0, m, chunk_size):
+            end = min(start + chunk_size, m)
+            prob = torch.mm(qa[start:end], kt, out=buf[: end - start])
+            if exclude is not None:
+                prob.scatter_(1, exclude[start:end].unsqueeze(1), float("-inf"))
+            if bound is None:
+                shift = prob.amax(dim=1)
+                prob.sub_(shift.unsqueeze(1))
+            else:
+                shift = bound
+            total = prob.exp_().sum(dim=1)
+            lse[start:end] = total.log().add_(shift)
+            if need_q or need_k:
+                inv = total.reciprocal_().unsqueeze(1)  # rows of P = prob / total
+                if need_q:
+                    torch.mm(prob, k, out=grad_q[start:end]).mul_(inv)
+                if need_k:
+                    grad_k.addmm_(prob.t(), q[start:end] * inv)
+        pos = (qs * k[target]).sum(dim=1)
+        coef = 1.0 / (m * tau)
+        if need_q:
+            grad_q.sub_(k[target]).mul_(coef)
+        if need_k:
+            grad_k.index_add_(0, target, q, alpha=-1.0).mul_(coef)
+        ctx.save_for_backward(grad_q, grad_k)
+        return (lse - pos).mean()
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out: Tensor):  # type: ignore[override]
+        grad_q, grad_k = ctx.saved_tensors
+        return (
+            None if grad_q is None else grad_q * grad_out,
+            None if grad_k is None else grad_k * grad_out,
+            None, None, None, None, None, None,
+        )
+
+
+def _row_cross_entropy(
+    q: Tensor,
+    k: Tensor,
+    target: Tensor,
+    exclude: Tensor | None,
+    tau: float,
+    chunk_size: int | None,
+    bounded: bool = False,
+) -> Tensor:
+    if chunk_size is not None:
+        bound = 1.0 / tau if bounded and 2.0 / tau < 80.0 else None
+        with_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
+        return _ChunkedRowCrossEntropy.apply(q, k, target, exclude, tau, chunk_size, bound,
+                                             with_grad)
+    logits = (q @ k.T) / tau
+    if exclude is not None:
+        mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
+        mask.scatter_(1, exclude.unsqueeze(1), True)
+        logits = logits.masked_fill(mask, float("-inf"))
+    return F.cross_entropy(logits, target)
+
+
+def solosim_loss(
+    a: Tensor,
+    b: Tensor,
+    temperature: float = 0.2,
+    chunk_size: int | None = None,
+    normalize: bool = True,
+) -> Tensor:
+    r"""One-directional cross-modal InfoNCE from ``a`` to ``b``; see :class:`SoloSimLoss`."""
+    temperature = _check_temperature(temperature)
+    chunk_size = _check_chunk_size(chunk_size)
+    _check_same_shape(a, b, "a", "b")
+    if normalize:
+        a = F.normalize(a, dim=-1)
+        b = F.normalize(b, dim=-1)
+    target = torch.arange(a.size(0), device=a.device)
+    return _row_cross_entropy(a, b, target, None, temperature, chunk_size, bounded=normalize)
+
+
+class SoloSimLoss(torch.nn.Module):
+    r"""SEA's SoloSim alignment loss: one-directional cross-modal InfoNCE from an anchor
+    modality :math:`\mathbf{A}` (e.g. text) to another modality :math:`\mathbf{B}` (e.g. image)
+    over all :math:`N` items, in-batch negatives from :math:`\mathbf{B}` only:
+
+    .. math::
+        \mathcal{L} = -\frac{1}{N} \sum_{i=1}^{N} \log
+        \frac{\exp(\langle \hat{\mathbf{a}}_i, \hat{\mathbf{b}}_i \rangle / \tau)}
+        {\sum_{j=1}^{N} \exp(\langle \hat{\mathbf{a}}_i, \hat{\mathbf{b}}_j \rangle / \tau)},
+
+    with :math:`\hat{\cdot}` the row-wise L2 normalisation (if ``normalize``). This equals
+    ``F.cross_entropy(a_n @ b_n.T / tau, arange(N))``.
+
+    With ``chunk_size`` set, the loss is computed ``chunk_size`` rows at a time by a custom
+    autograd function that saves only :math:`\hat{\mathbf{A}}`, :math:`\hat{\mathbf{B}}` and
+    one log-sum-exp per row, and recomputes each chunk's softmax in the backward pass, so at
+    most ``chunk_size`` :math:`\times N` logits exist at any time (forward or backward). Values
+    and gradients equal the dense path up to floating-point summation order; the backward
+    costs one extra :math:`N \times N \times D` matmul. This path is not twice differentiable.
+
+    Args:
+        temperature: Softmax temperature :math:`\tau > 0`. The official SEA code uses 0.2.
+            (default: ``0.2``)
+        chunk_size: Rows per chunk, or ``None`` for the dense :math:`N \times N` path.
+            (default: ``None``)
+        normalize: L2-normalise the rows of both inputs first. (default: ``True``)
+
+    Shapes:
+        - **input:** :math:`\mathbf{A}` :math:`(N, D)`, :math:`\mathbf{B}` :math:`(N, D)`
+        - **output:** scalar
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        chunk_size: int | None = None,
+        normalize: bool = True,
+    ) -> None:
+        super().__init__()
+        self.temperature = _check_temperature(temperature)
+        self.chunk_size = _check_chunk_size(chunk_size)
+        self.normalize = normalize
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return solosim_loss(a, b, self.temperature, self.chunk_size, self.normalize)
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, chunk_size={self.chunk_size}, "
+            f"normalize={self.normalize}"
+        )
+
+
+def info_nce_loss(
+    a: Tensor,
+    b: Tensor,
+    temperature: float = 0.2,
+    symmetric: bool = True,
+    normalize: bool = True,
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""NT-Xent with in-modality negatives; see :class:`InfoNCE`."""
+    temperature = _check_temperature(temperature)
+    chunk_size = _check_chunk_size(chunk_size)
+    _check_same_shape(a, b, "a", "b")
+    if normalize:
+        a = F.normalize(a, dim=-1)
+        b = F.normalize(b, dim=-1)
+    n = a.size(0)
+    z = torch.cat([a, b], dim=0)  # keys: b_0..b_{N-1} follow a_0..a_{N-1}
+    rows = torch.arange(2 * n if symmetric else n, device=a.device)
+    target = (rows + n) % (2 * n)  # a_i -> b_i, b_i -> a_i
+    q = z if symmetric else a
+    return _row_cross_entropy(q, z, target, rows, temperature, chunk_size, bounded=normalize)
+
+
+class InfoNCE(torch.nn.Module):
+    r"""The NT-Xent contrastive loss (SimCLR) between two views with in-modality negatives,
+    used by the SEA variants with InfoNCE alignment.
+
+    For anchor :math:`\hat{\mathbf{a}}_i` the positive is :math:`\hat{\mathbf{b}}_i` and the
+    negatives are every :math:`\hat{\mathbf{b}}_j` and every :math:`\hat{\mathbf{a}}_j`,
+    :math:`j \neq i` (the self-similarity is excluded). With :math:`s(\mathbf{u}, \mathbf{v})
+    = \langle \mathbf{u}, \mathbf{v} \rangle / \tau`:
+
+    .. math::
+        \ell(\mathbf{a}_i; \mathbf{A}, \mathbf{B}) = -\log
+        \frac{e^{s(\hat{\mathbf{a}}_i, \hat{\mathbf{b}}_i)}}
+        {\sum_{j=1}^{N} e^{s(\hat{\mathbf{a}}_i, \hat{\mathbf{b}}_j)}
+        + \sum_{j \neq i} e^{s(\hat{\mathbf{a}}_i, \hat{\mathbf{a}}_j)}}
+
+    .. math::
+        \mathcal{L} = \frac{1}{2N} \sum_{i=1}^{N} \left[ \ell(\mathbf{a}_i; \mathbf{A},
+        \mathbf{B}) + \ell(\mathbf{b}_i; \mathbf{B}, \mathbf{A}) \right]
+        \quad \text{(symmetric)}, \qquad
+        \mathcal{L} = \frac{1}{N} \sum_{i=1}^{N} \ell(\mathbf{a}_i; \mathbf{A}, \mathbf{B})
+        \quad \text{(otherwise)},
+
+    with :math:`\hat{\cdot}` the row-wise L2 normalisation (if ``normalize``).
+
+    Args:
+        temperature: Softmax temperature :math:`\tau > 0`. (default: ``0.2``)
+        symmetric: Average the :math:`A \to B` and :math:`B \to A` directions; otherwise only
+            :math:`A \to B`. (default: ``True``)
+        normalize: L2-normalise the rows of both inputs first. (default: ``True``)
+        chunk_size: Rows per chunk for the memory-lean exact path (see
+            :class:`SoloSimLoss`), or ``None`` for the dense path. (default: ``None``)
+
+    Shapes:
+        - **input:** :math:`\mathbf{A}` :math:`(N, D)`, :math:`\mathbf{B}` :math:`(N, D)`
+        - **output:** scalar
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.2,
+        symmetric: bool = True,
+        normalize: bool = True,
+        chunk_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.temperature = _check_temperature(temperature)
+        self.symmetric = symmetric
+        self.normalize = normalize
+        self.chunk_size = _check_chunk_size(chunk_size)
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        return info_nce_loss(
+            a, b, self.temperature, self.symmetric, self.normalize, self.chunk_size
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, symmetric={self.symmetric}, "
+            f"normalize={self.normalize}, chunk_size={self.chunk_size}"
+        )
