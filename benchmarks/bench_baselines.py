@@ -30,8 +30,8 @@ def child(model_name: str, scale: str, epochs: int, threads: int) -> None:
 
     torch.set_num_threads(threads)
     from sea_pyg.data import load_synthetic
-    from sea_pyg.train import TrainConfig, Trainer, seed_everything
     from sea_pyg.models import build_model
+    from sea_pyg.train import TrainConfig, Trainer, seed_everything
 
     t0 = time.perf_counter()
     data = load_synthetic(scale, seed=0)

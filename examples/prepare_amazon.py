@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from sea_pyg.data import describe, prepare_amazon, read_mmrec
-from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.models import build_model
+from sea_pyg.train import TrainConfig, Trainer, seed_everything
 
 
 def write_demo_files(folder: Path, seed: int = 0) -> dict[str, Path]:

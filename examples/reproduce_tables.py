@@ -34,8 +34,8 @@ from typing import Any
 
 from sea_pyg.data import describe, load_synthetic, read_mmrec
 from sea_pyg.data.dataset import MMRecDataset, dataset_root_name, is_dataset_root
-from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.models import build_model
+from sea_pyg.train import TrainConfig, Trainer, seed_everything
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
 HEAD = ("R@10", "R@20", "N@10", "N@20")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 from sea_pyg.data import describe, read_mmrec
 from sea_pyg.data.dataset import MMRecDataset, dataset_root_name, is_dataset_root
-from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.models import build_model
+from sea_pyg.train import TrainConfig, Trainer, seed_everything
 
 
 def main() -> None:

@@ -343,8 +343,8 @@ def _add_train_parser(sub) -> None:
     t.add_argument(
         "--sea",
         action="store_true",
-        help="add SEA's separate-learning module to the host model (vbpr -> vbpr+sea, "
-        "freedom -> freedom+sea)",
+        help="add SEA's separate-learning module to the host model (MODEL -> MODEL+sea, for "
+        "every model with per-modality item representations: vbpr, freedom, bm3, ...)",
     )
     _add_import_arg(t)
     _add_data_args(t)

@@ -4,12 +4,17 @@ Each model is one file that registers itself (:func:`register_model`); importing
 imports them all. To add a model, see docs/concepts.md, "How to add a model".
 """
 
+# Importing a model file registers its models (one line per model file).
 from sea_pyg.models.base import (
     MultimodalRecommender,
     Recommender,
     TrainOutput,
     hyperparameters,
 )
+from sea_pyg.models.bm3 import BM3
+from sea_pyg.models.freedom import FREEDOM
+from sea_pyg.models.lightgcn import LightGCN
+from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -20,14 +25,8 @@ from sea_pyg.models.registry import (
     register_model,
     sea_variant,
 )
-
-# The model files: importing one registers its models.
-from sea_pyg.models.mf import MFBPR  # noqa: I001
-from sea_pyg.models.lightgcn import LightGCN
-from sea_pyg.models.vbpr import VBPR
-from sea_pyg.models.freedom import FREEDOM
-from sea_pyg.models.bm3 import BM3
 from sea_pyg.models.sea import SEA
+from sea_pyg.models.vbpr import VBPR
 
 __all__ = [
     "Recommender",

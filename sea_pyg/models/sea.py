@@ -268,6 +268,6 @@ class SEA(Recommender):
 
     def extra_repr(self) -> str:
         return (
-            f"num_users={self.num_users}, num_items={self.num_items}, modalities={self.modalities}, "
-            f"bpr={self.bpr!r}, fused={self.fused}"
+            f"num_users={self.num_users}, num_items={self.num_items}, "
+            f"modalities={self.modalities}, bpr={self.bpr!r}, fused={self.fused}"
         )

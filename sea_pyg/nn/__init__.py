@@ -3,6 +3,7 @@
 Everything here takes explicit tensors and sizes; nothing knows a dataset or a file format.
 """
 
+from sea_pyg.nn.auxiliary import AuxiliaryEstimator, GradientStep
 from sea_pyg.nn.conv import LightGCNPropagation, SymLGConv, bipartite_norm_adj, symmetric_spmm
 from sea_pyg.nn.encoders import ModalGCNEncoder, ProjectionHead
 from sea_pyg.nn.fused import linear_then_consumers
@@ -11,7 +12,6 @@ from sea_pyg.nn.graph import (
     degree_sensitive_edge_weights,
     unique_edges,
 )
-from sea_pyg.nn.auxiliary import AuxiliaryEstimator, GradientStep
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
 from sea_pyg.nn.losses import (
     CLUB,
@@ -21,8 +21,8 @@ from sea_pyg.nn.losses import (
     NegativeL2,
     SoloSimLoss,
     bpr_loss,
-    emb_loss,
     club_gradient_step,
+    emb_loss,
     info_nce_loss,
     negative_l2_loss,
     solosim_loss,

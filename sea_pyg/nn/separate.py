@@ -281,7 +281,7 @@ class SeparateLearning(nn.Module):
     # ---------------------------------------------------------------- estimators
     def _remember(self, parts: dict[str, dict[str, Tensor]]) -> None:
         """Keeps the detached fitting pairs of this forward, grouped by estimator as
-        :func:`~sea_pyg.nn.fit_clubs` takes them."""
+        :func:`~sea_pyg.nn.losses.club_gradient_step` takes them."""
         if self.club_fit == "cross_modal":
             pairs = [(parts[a][k], parts[b][k]) for a, b in self.pairs for k in ("g", "u")]
             groups = [(self.clubs["shared"], pairs)]

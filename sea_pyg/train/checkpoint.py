@@ -42,7 +42,6 @@ from torch_geometric.data import HeteroData
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
 from sea_pyg.io import atomic_torch_save
 from sea_pyg.models.base import Recommender
-from sea_pyg.models.registry import build_model
 
 __all__ = [
     "FORMAT_VERSION",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from conftest import popularity_scores
 
-from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.models import build_model
+from sea_pyg.train import TrainConfig, Trainer, seed_everything
 from sea_pyg.train.metrics import evaluate_ranking
 
 

@@ -3,9 +3,8 @@ import math
 import pytest
 import torch
 
-from sea_pyg.models import MFBPR, LightGCN
+from sea_pyg.models import MFBPR, LightGCN, build_model
 from sea_pyg.nn import bipartite_norm_adj
-from sea_pyg.models import build_model
 
 
 def _sig(x):

@@ -5,8 +5,7 @@ import torch
 from _learning import popularity_recall20, train_registered
 
 from sea_pyg.data import BPRSampler
-from sea_pyg.models import BM3
-from sea_pyg.models import build_model
+from sea_pyg.models import BM3, build_model
 
 EDGES = torch.tensor([[0, 0, 1, 2, 2], [0, 1, 1, 2, 3]])  # 3 users, 4 items
 

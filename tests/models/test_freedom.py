@@ -5,9 +5,8 @@ import torch
 import torch.nn.functional as F
 from _learning import popularity_recall20, train_registered
 
-from sea_pyg.models import FREEDOM
+from sea_pyg.models import FREEDOM, build_model
 from sea_pyg.nn.knn import image_weighted_mix
-from sea_pyg.models import build_model
 
 EDGES = torch.tensor([[0, 0, 1, 1, 2, 2, 2], [0, 1, 1, 2, 0, 2, 3]])  # 3 users, 4 items
 

@@ -12,16 +12,18 @@ from sea_pyg.data.mmrec import EDGE_TYPE, item_features
 from sea_pyg.models import (
     BM3,
     FREEDOM,
+    MODELS,
+    SEA_PLUGINS,
     VBPR,
     MultimodalRecommender,
     TrainOutput,
     WithSeparateLearning,
+    build_model,
+    sea_variant,
 )
 from sea_pyg.nn import SeparateLearning
 from sea_pyg.nn.losses import bpr_loss
 from sea_pyg.train import TrainConfig, Trainer, seed_everything
-from sea_pyg.models import MODELS, build_model
-from sea_pyg.models import SEA_PLUGINS, sea_variant
 
 
 def _batch(data, b=32, seed=0):

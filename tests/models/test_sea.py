@@ -5,12 +5,10 @@ import torch
 from conftest import popularity_scores
 
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
-from sea_pyg.models import SEA
+from sea_pyg.models import MODELS, SEA, build_model
 from sea_pyg.nn import bpr_loss
 from sea_pyg.train import AuxiliaryTraining, TrainConfig, Trainer, seed_everything
 from sea_pyg.train.metrics import evaluate_ranking
-from sea_pyg.models import MODELS, build_model
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 from _learning import popularity_recall20, train_registered
 
-from sea_pyg.models import VBPR
-from sea_pyg.models import build_model
+from sea_pyg.models import VBPR, build_model
 
 
 def _sig(x):

@@ -293,7 +293,7 @@ def test_fit_clubs_hand_written_gradient_equals_autograd():
         [torch.cat([y for _, y in p]) for _, p in groups],
         37,
     )
-    got = stacked.step()
+    got = stacked()
     assert got.item() == pytest.approx(loss.item(), rel=1e-12)
     for c, grads in zip(clubs, expected, strict=True):
         for p, g in zip(c.parameters(), grads, strict=True):

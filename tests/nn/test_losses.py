@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from sea_pyg.train import fit_clubs
 from sea_pyg.nn.losses import CLUB, InfoNCE, NegativeL2, SoloSimLoss, bpr_loss, emb_loss
+from sea_pyg.train import fit_clubs
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -19,7 +19,6 @@ from sea_pyg.nn import (
 )
 from sea_pyg.train import fit_clubs, fit_estimator
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 

@@ -8,8 +8,8 @@ from sea_pyg import load_model, recommend, save_model
 from sea_pyg.cli import main
 from sea_pyg.data import make_synthetic, read_mmrec
 from sea_pyg.data.mmrec import EDGE_TYPE
-from sea_pyg.train import TrainConfig, Trainer, load_checkpoint
 from sea_pyg.models import build_model
+from sea_pyg.train import TrainConfig, Trainer, load_checkpoint
 
 
 @pytest.fixture(scope="module")

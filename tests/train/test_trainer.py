@@ -5,12 +5,11 @@ import torch
 from conftest import popularity_scores
 from torch import nn
 
-from sea_pyg.models import LightGCN, Recommender
-from sea_pyg.train import TrainConfig, Trainer, seed_everything
-from sea_pyg.train.metrics import evaluate_ranking
 from sea_pyg.io import atomic_torch_save
+from sea_pyg.models import LightGCN, Recommender
 from sea_pyg.nn import AuxiliaryEstimator
-from sea_pyg.train import EarlyStopping
+from sea_pyg.train import EarlyStopping, TrainConfig, Trainer, seed_everything
+from sea_pyg.train.metrics import evaluate_ranking
 
 
 @pytest.fixture(scope="module")

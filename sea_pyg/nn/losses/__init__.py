@@ -17,8 +17,9 @@ r"""Losses for multimodal recommendation and the SEA mutual-information terms.
 Every loss takes the dtype and device of its inputs and returns a scalar tensor.
 
 One concept per module: :mod:`~sea_pyg.nn.losses.ranking` (BPR, embedding regularisation),
-:mod:`~sea_pyg.nn.losses.club` (CLUB and its fitting gradient), :mod:`~sea_pyg.nn.losses.contrastive`
-(the chunked row cross-entropy, SoloSim, InfoNCE), :mod:`~sea_pyg.nn.losses.distance`
+:mod:`~sea_pyg.nn.losses.club` (CLUB and its fitting gradient),
+:mod:`~sea_pyg.nn.losses.contrastive` (the chunked row cross-entropy, SoloSim, InfoNCE),
+:mod:`~sea_pyg.nn.losses.distance`
 (NegativeL2) and :mod:`~sea_pyg.nn.losses._checks` (the shared argument validators). The
 public names are re-exported here.
 """

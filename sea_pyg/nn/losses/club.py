@@ -318,11 +318,8 @@ class _StackedCLUBs:
             self.B_lv[k, h:].copy_(c.p_logvar[2].weight.t())
         return A, a.unsqueeze(1), b_mu.unsqueeze(1), b_lv.unsqueeze(1)
 
-    def __call__(self, with_loss: bool = True, with_grads: bool = True) -> Tensor | None:
-        return self.step(with_grads=with_grads, with_loss=with_loss)
-
     @torch.no_grad()
-    def step(self, with_grads: bool = True, with_loss: bool = True) -> Tensor | None:
+    def __call__(self, with_loss: bool = True, with_grads: bool = True) -> Tensor | None:
         """Sets the estimators' ``.grad``; returns the summed loss if ``with_loss``."""
         h, scale = self.h, self.scale
         A, a, b_mu, b_lv = self._weights()

@@ -130,6 +130,19 @@ def _row_cross_entropy(
     return F.cross_entropy(logits, target)
 
 
+def _pair_inputs(
+    a: Tensor, b: Tensor, temperature: float, chunk_size: int | None, normalize: bool
+) -> tuple[Tensor, Tensor, float, int | None]:
+    """Checked arguments of a two-view contrastive loss, the views L2-normalised if asked."""
+    temperature = _check_temperature(temperature)
+    chunk_size = _check_chunk_size(chunk_size)
+    _check_same_shape(a, b, "a", "b")
+    if normalize:
+        a = F.normalize(a, dim=-1)
+        b = F.normalize(b, dim=-1)
+    return a, b, temperature, chunk_size
+
+
 def solosim_loss(
     a: Tensor,
     b: Tensor,
@@ -138,12 +151,7 @@ def solosim_loss(
     normalize: bool = True,
 ) -> Tensor:
     r"""One-directional cross-modal InfoNCE from ``a`` to ``b``; see :class:`SoloSimLoss`."""
-    temperature = _check_temperature(temperature)
-    chunk_size = _check_chunk_size(chunk_size)
-    _check_same_shape(a, b, "a", "b")
-    if normalize:
-        a = F.normalize(a, dim=-1)
-        b = F.normalize(b, dim=-1)
+    a, b, temperature, chunk_size = _pair_inputs(a, b, temperature, chunk_size, normalize)
     target = torch.arange(a.size(0), device=a.device)
     return _row_cross_entropy(a, b, target, None, temperature, chunk_size, bounded=normalize)
 
@@ -210,12 +218,7 @@ def info_nce_loss(
     chunk_size: int | None = None,
 ) -> Tensor:
     r"""NT-Xent with in-modality negatives; see :class:`InfoNCE`."""
-    temperature = _check_temperature(temperature)
-    chunk_size = _check_chunk_size(chunk_size)
-    _check_same_shape(a, b, "a", "b")
-    if normalize:
-        a = F.normalize(a, dim=-1)
-        b = F.normalize(b, dim=-1)
+    a, b, temperature, chunk_size = _pair_inputs(a, b, temperature, chunk_size, normalize)
     n = a.size(0)
     z = torch.cat([a, b], dim=0)  # keys: b_0..b_{N-1} follow a_0..a_{N-1}
     rows = torch.arange(2 * n if symmetric else n, device=a.device)
