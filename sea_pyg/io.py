@@ -27,11 +27,15 @@ __all__ = [
 ]
 
 
-def _default_file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file: ``0o666`` less the process umask."""
-    mask = os.umask(0)
+def _process_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set back at once
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
+
+
+#: The mode ``open(path, "w")`` gives a new file: ``0o666`` less the umask, read once at import
+#: (reading it means setting it, which must not race with file creation in other threads).
+_FILE_MODE = 0o666 & ~_process_umask()
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
@@ -49,7 +53,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        os.chmod(tmp, _default_file_mode())
+        os.chmod(tmp, _FILE_MODE)
         write(tmp)
         os.replace(tmp, path)
     except BaseException:

@@ -27,7 +27,7 @@ from sea_pyg.train.metrics import evaluate_ranking
 from sea_pyg.train.optim import adam
 from sea_pyg.train.stopping import EarlyStopping
 
-__all__ = ["Trainer", "seed_everything", "jsonable"]
+__all__ = ["Trainer", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -46,13 +46,13 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
 
-def jsonable(obj: Any) -> Any:
+def _jsonable(obj: Any) -> Any:
     """``obj`` with every value JSON can hold (non-finite floats become ``None``, one-element
     tensors numbers, anything else its ``str``)."""
     if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
+        return {str(k): _jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
+        return [_jsonable(v) for v in obj]
     if isinstance(obj, float) and not math.isfinite(obj):
         return None
     if isinstance(obj, (str, int, float, bool)) or obj is None:
@@ -182,7 +182,7 @@ class Trainer:
             self.model,
             self.model_info,
             self.dataset_meta,
-            config=jsonable(asdict(self.config)),
+            config=_jsonable(asdict(self.config)),
             optimizer=self.optimizer.state_dict(),
             auxiliary=self.auxiliary.state_dict(),
             epoch=self.epoch,
@@ -238,7 +238,7 @@ class Trainer:
 
     def _write_results(self, results: dict[str, Any]) -> None:
         if self.output_dir is not None:
-            text = json.dumps(jsonable(results), indent=2)
+            text = json.dumps(_jsonable(results), indent=2)
             atomic_write_text(text, self.output_dir / "results.json")
 
     def results(self) -> dict[str, Any]:
@@ -250,7 +250,7 @@ class Trainer:
             "num_users": self.num_users,
             "num_items": self.num_items,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "config": jsonable(asdict(self.config)),
+            "config": _jsonable(asdict(self.config)),
             "epochs_run": len(self.history),
             "best_epoch": self.best_epoch,
             "stop_reason": self.stop_reason,
@@ -298,13 +298,15 @@ class Trainer:
                 if step is None:
                     return None
                 terms, aux = step
+                total = 0.0
                 for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
+                    value = float(v.detach())
+                    sums[k] = sums.get(k, 0.0) + value
+                    total += value
                     model_terms.add(k)
                 for k, v in aux.items():
                     sums[k] = sums.get(k, 0.0) + float(v)
                 if self.config.progress:
-                    total = sum(float(v.detach()) for v in terms.values())
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         finally:
             bar.close()
