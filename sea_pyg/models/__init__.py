@@ -15,6 +15,7 @@ from sea_pyg.models.bm3 import BM3
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
+from sea_pyg.models.mgcn import MGCN
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -46,5 +47,6 @@ __all__ = [
     "VBPR",
     "FREEDOM",
     "BM3",
+    "MGCN",
     "SEA",
 ]

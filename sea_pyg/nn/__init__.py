@@ -28,6 +28,7 @@ from sea_pyg.nn.losses import (
     solosim_loss,
 )
 from sea_pyg.nn.separate import SeparateLearning
+from sea_pyg.nn.weighted_knn import weighted_knn_adjacency
 
 __all__ = [
     "bipartite_norm_adj",
@@ -41,6 +42,7 @@ __all__ = [
     "knn_adjacency",
     "ItemKNNGraph",
     "image_weighted_mix",
+    "weighted_knn_adjacency",
     "AuxiliaryEstimator",
     "GradientStep",
     "bpr_loss",
