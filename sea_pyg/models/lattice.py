@@ -118,6 +118,13 @@ class LATTICE(MultimodalRecommender):
         mess_dropout: NGCF message dropout of every layer (MMRec: 0.1; unused otherwise).
         reg_weight: :math:`\gamma` (MMRec grid: 0, 1e-5, 1e-4, 1e-3).
         trainable_features: Keep MMRec's trainable raw feature tables (default) or freeze them.
+        zero_grads_between_builds: In the batches that reuse the detached graph, give the
+            parameters that build it (:math:`T_m`, the raw features, :math:`\boldsymbol{\theta}`)
+            **zero** gradients instead of none, so that Adam keeps moving them with its decaying
+            moments. This is what MMRec did under the torch 1.11 it pins, whose
+            ``optimizer.zero_grad()`` zeroed gradients instead of dropping them; with torch >= 2
+            (and the trainer here) parameters without a gradient are skipped: the default
+            ``False``. Costs an Adam update of the raw feature tables at every batch.
         knn_chunk_size: Rows per similarity block of the :math:`k`-NN search (memory
             ``knn_chunk_size * N`` values; not a model choice).
 
@@ -141,6 +148,7 @@ class LATTICE(MultimodalRecommender):
         mess_dropout: float = 0.1,
         reg_weight: float = 1e-5,
         trainable_features: bool = True,
+        zero_grads_between_builds: bool = False,
         knn_chunk_size: int = 1024,
     ) -> None:
         super().__init__()
@@ -163,6 +171,7 @@ class LATTICE(MultimodalRecommender):
         self.embedding_dim, self.feat_embed_dim = embedding_dim, feat_embed_dim
         self.item_graph_layers, self.num_layers = item_graph_layers, num_layers
         self.cf_model, self.reg_weight = cf_model, reg_weight
+        self.zero_grads_between_builds = bool(zero_grads_between_builds)
         self.modalities = list(feats)
 
         self.user_emb = nn.Embedding(num_users, embedding_dim)
@@ -236,6 +245,13 @@ class LATTICE(MultimodalRecommender):
         weights = self.modality_weights() if self.modal_weight is not None else None
         return self.item_graph.mixed_graph(modal, weights)
 
+    def _graph_parameters(self) -> list[nn.Parameter]:
+        """The parameters that build the learned graph (and get gradients only through it)."""
+        params = [*self.feat_trs.parameters(), *self.features.values()]
+        if self.modal_weight is not None:
+            params.append(self.modal_weight)
+        return [p for p in params if p.requires_grad]
+
     def pre_epoch(self, epoch: int) -> None:
         """The item graph is rebuilt (with gradients) at the next training batch."""
         self._rebuild = True
@@ -292,10 +308,13 @@ class LATTICE(MultimodalRecommender):
         kept (detached) for the rest of the epoch. Returns a
         :class:`~sea_pyg.models.TrainOutput` with ``rows`` ``user``, ``pos``, ``neg``
         (``(B, d)`` rows of the final embeddings) and, with ``all_modal_items``, ``modal``
-        (``{m: (N, d_f)}``, the same tensors the graph was built from in that batch).
+        (``{m: (N, d_f)}``, the same tensors the graph was built from in that batch). With
+        ``zero_grads_between_builds``, a batch that reuses the graph also carries ``rows["zero"]``,
+        a zero scalar attached to the graph's parameters (added to the BPR term).
         """
         users, pos, neg = batch
-        build = self._rebuild or self._item_adj is None
+        device = self.item_emb.weight.device
+        build = self._rebuild or self._item_adj is None or self._item_adj.value.device != device
         modal = self.modal_item_representations() if (build or all_modal_items) else None
         if build:
             item_adj = self.build_item_graph(modal)
@@ -306,6 +325,8 @@ class LATTICE(MultimodalRecommender):
         out = TrainOutput(
             rows={"user": user_all[users], "pos": item_all[pos], "neg": item_all[neg]}
         )
+        if self.zero_grads_between_builds and not build:
+            out.rows["zero"] = 0.0 * sum(p.sum() for p in self._graph_parameters())
         if all_modal_items:
             out.modal, out.modal_items = modal, None
         return out
@@ -313,6 +334,8 @@ class LATTICE(MultimodalRecommender):
     def loss_terms(self, out: TrainOutput) -> dict[str, Tensor]:
         u, p, n = out.rows["user"], out.rows["pos"], out.rows["neg"]
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="logsigmoid")}
+        if "zero" in out.rows:  # zero gradients for the graph's parameters (torch 1.x Adam)
+            terms["bpr"] = terms["bpr"] + out.rows["zero"]
         if self.reg_weight:
             squares = u.pow(2).sum() + p.pow(2).sum() + n.pow(2).sum()
             terms["reg"] = self.reg_weight * squares / (2 * u.size(0))

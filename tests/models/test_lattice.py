@@ -178,6 +178,36 @@ def test_graph_is_built_once_per_epoch_and_reused_detached():
     assert all(p.grad is not None for p in model.parameters())
 
 
+def test_zero_grads_between_builds_mimics_torch_1_adam():
+    model = _hand_model(zero_grads_between_builds=True)
+    model.pre_epoch(0)
+    first = model.loss(BATCH)
+    sum(first.values()).backward()
+    assert all(p.grad.abs().sum() > 0 for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    terms = model.loss(BATCH)  # reuses the graph: same values as without the option
+    plain = _hand_model()
+    plain.pre_epoch(0)
+    plain.loss(BATCH)
+    assert terms["bpr"].item() == plain.loss(BATCH)["bpr"].item()
+    sum(terms.values()).backward()
+    graph_params = {"modal_weight"} | {n for n, _ in model.named_parameters() if "feat" in n}
+    for name, p in model.named_parameters():
+        assert p.grad is not None, name
+        assert (p.grad.abs().sum() == 0) == (name in graph_params), name
+    # an Adam step still moves them (its first-batch moments), as torch 1.x's Adam did
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+    model.zero_grad(set_to_none=True)
+    model.pre_epoch(1)
+    sum(model.loss(BATCH).values()).backward()
+    opt.step()
+    model.zero_grad(set_to_none=True)
+    sum(model.loss(BATCH).values()).backward()
+    before = model.feat_trs["text"].weight.detach().clone()
+    opt.step()
+    assert not torch.equal(model.feat_trs["text"].weight, before)
+
+
 def test_trainer_builds_one_graph_with_gradients_per_epoch(tiny_data):
     model, info, _ = build_model("lattice", tiny_data, embedding_dim=8, feat_embed_dim=8)
     builds = []
