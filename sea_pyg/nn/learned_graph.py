@@ -384,12 +384,14 @@ class LearnedItemGraph(torch.nn.Module):
     with autograd), with modality weights :math:`w_m` and :math:`\lambda` = ``lambda_coeff``:
 
     .. math::
-        \mathbf{S} &= (1 - \lambda)\, \operatorname{norm}\Big(\sum_m w_m
+        \mathbf{S} = (1 - \lambda)\, \operatorname{norm}\Big(\sum_m w_m
         \operatorname{kNN}(\mathbf{z}^m)\Big) + \lambda \sum_m w_m \hat{\mathbf{A}}^{m}_0
-        \qquad \text{(:meth:`mixed_graph`, LATTICE)} \\
-        \mathbf{S}^m &= (1 - \lambda)\, \operatorname{norm}\big(\operatorname{kNN}(\mathbf{z}^m)
+
+    (:meth:`mixed_graph`, LATTICE) and, per modality (:meth:`modality_graph`, MICRO),
+
+    .. math::
+        \mathbf{S}^m = (1 - \lambda)\, \operatorname{norm}\big(\operatorname{kNN}(\mathbf{z}^m)
         \big) + \lambda\, \hat{\mathbf{A}}^{m}_0
-        \qquad \text{(:meth:`modality_graph`, MICRO)}
 
     Note that LATTICE normalises the **mixture** of the unnormalised learned graphs (entries
     present in several modalities add up before the row sums are taken), but mixes the

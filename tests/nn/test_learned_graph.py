@@ -281,6 +281,8 @@ def test_modality_graph_is_micro_per_modality_mix():
     assert torch.allclose(
         graph.initial_graph("text").to_dense(), dense_sym(dense_knn(raw["text"], 3))
     )
+    rw = LearnedItemGraph(raw, k=3, normalization="rw").initial_graph("image").to_dense()
+    assert torch.allclose(rw, dense_knn(raw["image"], 3) / dense_knn(raw["image"], 3).sum(1, True))
     with pytest.raises(ValueError, match="Unknown modality"):
         graph.modality_graph("audio", z)
     with pytest.raises(ValueError, match="shape \\[9, d\\]"):
