@@ -13,6 +13,7 @@ from sea_pyg.nn.graph import (
     unique_edges,
 )
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
+from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, cosine_topk
 from sea_pyg.nn.losses import (
     CLUB,
     BPRLoss,
@@ -43,6 +44,7 @@ __all__ = [
     "ItemKNNGraph",
     "image_weighted_mix",
     "weighted_knn_adjacency",
+    "cosine_topk", "WeightedGraph", "LearnedItemGraph",
     "AuxiliaryEstimator",
     "GradientStep",
     "bpr_loss",
