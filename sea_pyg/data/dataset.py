@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -196,7 +197,8 @@ class MMRecDataset(InMemoryDataset):
         raw = Path(self.raw_dir)
         for file in self.raw_file_names:  # a dangling link or a link loop: say so
             if os.path.lexists(raw / file):
-                check_data_file(raw / file, "raw file", limit=self.max_file_bytes)
+                what = "interaction file" if file.endswith(".inter") else "feature file"
+                check_data_file(raw / file, what, limit=self.max_file_bytes)
         missing = [f for f in self.raw_file_names if not (raw / f).is_file()]
         present = sorted(p.name for p in raw.iterdir()) if raw.is_dir() else []
         raise DatasetFormatError(
@@ -268,7 +270,9 @@ class MMRecDataset(InMemoryDataset):
         except DatasetFormatError as exc:
             raise DatasetFormatError(f"{exc}. {fix}") from None
         try:
-            return torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's remarks on foreign pickles: noise here
+                warnings.simplefilter("ignore")
+                return torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - anything but a clean safe load is refused
             raise DatasetFormatError(
                 f"{path}: refused: this {what} does not load with torch.load(weights_only=True) "
@@ -304,14 +308,18 @@ _FIX_PYG_FILE = (
 def _load_failure(exc: Exception) -> str:
     """The informative line of a failed safe ``torch.load`` (without torch's advice to retry
     with ``weights_only=False``)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    for line in lines:
-        if "GLOBAL" in line or "Unsupported" in line:
-            return line[:300]
-    first = lines[0] if lines else ""
-    if not first or "weights_only" in first:
+    text = str(exc)
+    found = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if found:  # torch's message goes on to suggest allowlisting it: never repeat that
+        return f"it refers to the Python object {found.group(1)}, which a safe load refuses"
+    noise = ("weights_only", "Weights only", "Please file an issue", "Check the documentation")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not any(n in line for n in noise)]
+    if not lines and isinstance(exc, EOFError):
+        return "EOFError: the file ends too early (empty or truncated)"
+    if not lines:
         return f"{type(exc).__name__}: it holds objects that a safe load does not allow"
-    return f"{type(exc).__name__}: {first.split('. ')[0][:300]}"
+    return f"{type(exc).__name__}: {lines[0].split('. ')[0][:300]}"
 
 
 def _cache_graph(out: Any, check_layout: bool) -> HeteroData | str:

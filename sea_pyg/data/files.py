@@ -182,12 +182,13 @@ def _npy_header(f, path: Path, size: int) -> tuple[tuple[int, ...], bool, np.dty
         )
     try:
         shape, fortran, dtype = readers[version](f)
-    except ValueError as exc:
-        if "EOF" in str(exc):
+    except Exception as exc:  # noqa: BLE001 - numpy's header parser raises many kinds
+        if isinstance(exc, ValueError) and "EOF" in str(exc):
             raise DatasetFormatError(
                 f"{path}: truncated: the file ends inside its .npy header; copy the file again"
             ) from None
-        raise DatasetFormatError(f"{path}: corrupt .npy header ({exc})") from None
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise DatasetFormatError(f"{path}: corrupt .npy header ({reason})") from None
     if any(d < 0 for d in shape):
         raise DatasetFormatError(f"{path}: corrupt .npy header (negative shape {shape})")
     return shape, fortran, dtype

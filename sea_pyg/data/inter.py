@@ -4,7 +4,8 @@ The file is tab-separated, UTF-8, with a header naming at least ``userID``, ``it
 ``x_label`` (0 = train, 1 = validation, 2 = test); other columns are ignored. What is refused
 (:class:`~sea_pyg.data.DatasetFormatError`, naming the file, the column and the data row):
 
-* a file that is empty, not UTF-8, not a tab-separated table, or lacks a required column;
+* a file that is empty, not UTF-8, not a tab-separated table (a line with more fields than the
+  header included), or lacks a required column;
 * an empty cell, a value that is not an integer (``0.5``, ``B00X``, ``nan``, ``inf``), a
   negative id, an ``x_label`` outside {0, 1, 2};
 * **ids with gaps**: MMRec sizes the model as ``num_users = max(userID) + 1`` and
@@ -28,6 +29,7 @@ them, so the numbers stay comparable with MMRec's):
 from __future__ import annotations
 
 import decimal
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,9 +46,15 @@ _NODE = {"userID": "users", "itemID": "items"}
 
 
 def _read_table(path: Path, **kwargs) -> pd.DataFrame:
-    """``pandas.read_csv(path, sep="\\t", **kwargs)`` with every failure as a clear error."""
+    """``pandas.read_csv(path, sep="\\t", **kwargs)`` with every failure as a clear error.
+
+    ``index_col=False`` and the ``ParserWarning`` as an error: by default pandas turns the
+    leading fields of lines longer than the header into a row index, shifting every column.
+    """
     try:
-        return pd.read_csv(path, sep="\t", **kwargs)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            return pd.read_csv(path, sep="\t", index_col=False, **kwargs)
     except pd.errors.EmptyDataError:
         raise DatasetFormatError(
             f"{path} is empty; it needs a header line with userID, itemID, x_label"
@@ -56,7 +64,7 @@ def _read_table(path: Path, **kwargs) -> pd.DataFrame:
             f"{path}: not UTF-8 text ({exc.reason}, byte {exc.object[exc.start]:#04x}); the "
             f"interaction file must be a UTF-8, tab-separated table"
         ) from None
-    except (pd.errors.ParserError, ValueError, OverflowError) as exc:
+    except (pd.errors.ParserError, pd.errors.ParserWarning, ValueError, OverflowError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetFormatError(
             f"{path}: not a readable tab-separated table ({reason}); every line must hold "
@@ -158,7 +166,9 @@ def read_inter(path: Path) -> pd.DataFrame:
             f"{path}: missing column(s) {missing} (found {found}); the file must be "
             f"tab-separated with a header naming userID, itemID and x_label"
         )
-    df = _read_table(path, usecols=list(REQUIRED_COLUMNS))
+    # all columns, so that a line with more fields than the header is an error (with usecols
+    # pandas would silently drop the extra fields)
+    df = _read_table(path)
     if len(df) == 0:
         raise DatasetFormatError(f"{path}: has a header but no interaction rows")
     values = {col: _numeric_column(df, col, path) for col in REQUIRED_COLUMNS}

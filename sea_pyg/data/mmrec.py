@@ -314,8 +314,10 @@ def read_id_map(path: Path, id_column: str, num_nodes: int) -> list[str]:
         with open(path, encoding="utf-8") as f:
             first = f.readline()
         sep = "\t" if "\t" in first else ","
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
-    except (ValueError, OSError) as exc:  # not UTF-8, not a table, empty, unreadable
+        with warnings.catch_warnings():  # a line longer than the header: an error, no index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, index_col=False)
+    except (ValueError, OSError, pd.errors.ParserWarning) as exc:  # not UTF-8, not a table, ...
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DatasetFormatError(f"{path}: not a readable id map ({reason})") from None
     others = [c for c in df.columns if c != id_column]
