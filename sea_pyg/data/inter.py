@@ -95,6 +95,10 @@ def _numeric_column(df: pd.DataFrame, col: str, path: Path) -> np.ndarray:
         )
     if series.dtype.kind in "iu":
         return series.to_numpy()
+    if series.dtype.kind == "b":  # pandas reads a column of True/False as booleans
+        raise DatasetFormatError(
+            f"{path}: column {col} must hold integers, found {bool(series.iloc[0])} at data row 1"
+        )
     num = pd.to_numeric(series, errors="coerce")
     if num.dtype.kind in "iu":
         return num.to_numpy()

@@ -12,7 +12,9 @@ An MMRec dataset folder ``<root>/`` holds
 following the MMRec protocol exactly (see ``docs/protocol.md``):
 
 * ``num_users = max(userID) + 1`` and ``num_items = max(itemID) + 1`` over *all* splits, so items
-  that only occur in validation/test still get a node, a feature row and a score;
+  that only occur in validation/test still get a node, a feature row and a score; ids must
+  therefore be ``0 .. n-1`` without gaps (what the interaction file must hold, and what only
+  warns, is listed in :mod:`sea_pyg.data.inter`);
 * validation/test rows whose user never occurs in training are dropped
   (MMRec's ``filter_out_cod_start_users``);
 * training edges are stored as ``('user', 'rates', 'item')`` plus the reverse
@@ -25,6 +27,10 @@ following the MMRec protocol exactly (see ``docs/protocol.md``):
   ``i_id_mapping.csv`` (``asin``, ``itemID``), the original ids are attached as lists of
   strings ``data['user'].raw_id`` / ``data['item'].raw_id`` (entry ``i`` = id of node ``i``).
   An unreadable or inconsistent map only warns: the maps are never needed for training.
+
+Every file is checked before it is read (:mod:`sea_pyg.data.files`): what a path is when it is
+not a regular file, a size limit, and ``.npy`` headers (no pickle; "truncated" when the file is
+shorter than its header says).
 """
 
 from __future__ import annotations

@@ -448,3 +448,15 @@ def test_prepare_cli_end_to_end_with_real_text_model(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     user, items = lines[-1].split("\t")
     assert user == "U03" and len(items.split()) == 5
+
+
+def test_raw_inputs_that_are_not_regular_files(tmp_path):
+    (tmp_path / "ratings.csv").mkdir()
+    with pytest.raises(DatasetFormatError, match=r"ratings\.csv: is a directory, not a file"):
+        read_interactions(tmp_path / "ratings.csv")
+    os.symlink(tmp_path / "meta.json", tmp_path / "meta.json")
+    with pytest.raises(DatasetFormatError, match=r"meta\.json: is a symbolic link loop"):
+        read_metadata(tmp_path / "meta.json", asins=["A"])
+    os.mkfifo(tmp_path / "img.b")  # reading it would block
+    with pytest.raises(DatasetFormatError, match=r"img\.b: is a FIFO"):
+        read_image_features(tmp_path / "img.b", ["A"])

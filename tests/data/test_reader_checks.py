@@ -115,6 +115,12 @@ def test_non_integer_values_are_quoted_as_written(tmp_path, cell, found):
         read_mmrec(tmp_path)
 
 
+def test_boolean_column_is_not_read_as_ids(tmp_path):
+    write_inter(tmp_path, ["0\tTrue\t0", "0\tFalse\t1", "0\tTrue\t2"])
+    with pytest.raises(DatasetFormatError, match="column itemID must hold integers, found True"):
+        read_mmrec(tmp_path)
+
+
 def test_x_label_too_large_is_quoted_as_written(tmp_path):
     write_inter(tmp_path, ["0\t0\t0", "0\t1\t1", "0\t2\t100000000000000000000"])
     with pytest.raises(DatasetFormatError, match=r"found 100000000000000000000 at data row 3"):
