@@ -21,8 +21,8 @@ from sea_pyg.data.files import DatasetWarning
 from sea_pyg.data.mmrec import EDGE_TYPE, REV_EDGE_TYPE
 
 SEED = 20240611
-N_READER_CASES = 400
-N_CACHE_CASES = 60
+N_READER_CASES = 600
+N_CACHE_CASES = 100
 
 INTER, IMAGE, TEXT, U_MAP, I_MAP = (
     "toy.inter", "image_feat.npy", "text_feat.npy", "u_id_mapping.csv", "i_id_mapping.csv",
