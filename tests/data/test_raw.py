@@ -1,8 +1,10 @@
 """Raw Amazon preprocessing: tiny files written here in the exact 2014 formats."""
 
+import functools
 import gzip
 import importlib.util
 import json
+import os
 import sys
 import types
 
@@ -16,6 +18,7 @@ from sea_pyg.data.raw import (
     encode_text,
     filter_k_core,
     item_sentence,
+    load_image_encoder,
     prepare_amazon,
     read_image_features,
     read_interactions,
@@ -273,6 +276,70 @@ def test_custom_image_encoder(tmp_path, monkeypatch):
         prepare_amazon(inter, tmp_path / "o3", image_encoder="my_img_encoder:nope", text=False)
 
 
+def test_image_encoder_is_checked_before_it_runs(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(os, "system", lambda command: calls.append(command) or 0)
+    inter = write_ratings(tmp_path / "r.csv", kcore_rows())
+    with pytest.raises(ValueError) as err:
+        prepare_amazon(inter, tmp_path / "o", image_encoder="os:system", text=False)
+    assert "image encoder 'os:system': refused: 'os' is a module of the Python standard" in str(
+        err.value
+    )
+    assert "fn(asins, metadata)" in str(err.value)
+    with pytest.raises(SystemExit, match="'os' is a module of the Python standard library"):
+        main(["prepare", "--interactions", str(inter), "--out", str(tmp_path / "o"),
+              "--image-encoder", "os:system", "--no-text", "--quiet"])  # fmt: skip
+    assert calls == [] and not (tmp_path / "o").exists()
+
+    # a standard-library module is refused before it is imported
+    monkeypatch.delitem(sys.modules, "this", raising=False)
+    with pytest.raises(ValueError, match="'this' is a module of the Python standard library"):
+        load_image_encoder("this:s")
+    assert "this" not in sys.modules
+
+
+def test_image_encoder_signature_and_kind(monkeypatch):
+    module = types.ModuleType("my_encoders")
+
+    def one_argument(asins):
+        return None
+
+    def keyword_only(*, asins, metadata):
+        return None
+
+    def with_default(asins, metadata, scale=1.0):
+        return None
+
+    def three(prefix, asins, metadata):
+        return None
+
+    class Encoder:
+        def __call__(self, asins, metadata):
+            return None
+
+    module.one_argument, module.keyword_only, module.with_default = (
+        one_argument, keyword_only, with_default,
+    )  # fmt: skip
+    module.EncoderClass, module.instance, module.builtin = Encoder, Encoder(), len
+    module.partial = functools.partial(three, "x")
+    monkeypatch.setitem(sys.modules, "my_encoders", module)
+    for name, match in [
+        ("one_argument", r"cannot be called as fn\(asins, metadata\), its signature is \(asins\)"),
+        ("keyword_only", r"its signature is \(\*, asins, metadata\)"),
+        ("EncoderClass", "it is a class, not a function"),
+        ("builtin", "it is a built-in function"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            load_image_encoder(f"my_encoders:{name}")
+    for name in ("with_default", "instance", "partial"):
+        assert load_image_encoder(f"my_encoders:{name}") is getattr(module, name)
+    assert load_image_encoder(with_default) is with_default  # callables are checked too
+    with pytest.raises(ValueError, match="it is a built-in function"):
+        load_image_encoder(print)
+    with pytest.raises(ValueError, match="comes from the Python standard library"):
+        load_image_encoder(json.dumps)
+
+
 def test_metadata_parsing_and_sentence(tmp_path):
     path = write_meta(tmp_path / "meta.json", gz=False)
     meta = read_metadata(path, asins=["A", "B", "C", "D", "E"])
@@ -381,3 +448,15 @@ def test_prepare_cli_end_to_end_with_real_text_model(tmp_path, capsys):
     lines = capsys.readouterr().out.strip().splitlines()
     user, items = lines[-1].split("\t")
     assert user == "U03" and len(items.split()) == 5
+
+
+def test_raw_inputs_that_are_not_regular_files(tmp_path):
+    (tmp_path / "ratings.csv").mkdir()
+    with pytest.raises(DatasetFormatError, match=r"ratings\.csv: is a directory, not a file"):
+        read_interactions(tmp_path / "ratings.csv")
+    os.symlink(tmp_path / "meta.json", tmp_path / "meta.json")
+    with pytest.raises(DatasetFormatError, match=r"meta\.json: is a symbolic link loop"):
+        read_metadata(tmp_path / "meta.json", asins=["A"])
+    os.mkfifo(tmp_path / "img.b")  # reading it would block
+    with pytest.raises(DatasetFormatError, match=r"img\.b: is a FIFO"):
+        read_image_features(tmp_path / "img.b", ["A"])

@@ -26,7 +26,8 @@ Amazon Baby / Sports / Clothing folders (see ``spec`` section 1 and ``docs/data.
 6. **Image features** (:func:`read_image_features`): McAuley's binary file of records
    ``10-byte ASCII ASIN + dim little-endian float32`` (dim 4096), rows aligned to ``itemID``;
    items without a record get the mean vector of the items that have one (listed in
-   ``missed_img_itemIDs.csv``). Or any user encoder ``module:function`` (:func:`load_callable`).
+   ``missed_img_itemIDs.csv``). Or a user encoder ``module:function``: user code, imported and
+   run, checked by :func:`load_image_encoder` first.
 7. **Writing** (:func:`prepare_amazon`): ``<name>.inter`` (``userID, itemID, rating,
    timestamp, x_label``), ``text_feat.npy``, ``image_feat.npy`` and the id maps, all written
    by :func:`~sea_pyg.data.write_mmrec` into a temporary folder
@@ -42,7 +43,13 @@ One module per concept: :mod:`~sea_pyg.data.raw.interactions` (steps 1-3),
 pipeline and its report); every public name is importable from ``sea_pyg.data.raw``.
 """
 
-from sea_pyg.data.raw.images import ASIN_BYTES, IMAGE_DIM, load_callable, read_image_features
+from sea_pyg.data.raw.images import (
+    ASIN_BYTES,
+    IMAGE_DIM,
+    load_callable,
+    load_image_encoder,
+    read_image_features,
+)
 from sea_pyg.data.raw.interactions import KCoreStats, filter_k_core, make_id_maps, read_interactions
 from sea_pyg.data.raw.metadata import read_metadata
 from sea_pyg.data.raw.pipeline import PrepareReport, prepare_amazon
@@ -69,6 +76,7 @@ __all__ = [
     "encode_text",
     "read_image_features",
     "load_callable",
+    "load_image_encoder",
     "PrepareReport",
     "prepare_amazon",
 ]

@@ -14,15 +14,16 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sea_pyg.data.mmrec import DatasetFormatError
+from sea_pyg.data.files import DatasetFormatError, check_data_file
 
 
 def _check_file(path: str | os.PathLike, what: str) -> Path:
+    """A regular file (a directory, link loop, dangling link or FIFO is named as such); no
+    size limit: the raw files are streamed, never read whole."""
     path = Path(path)
-    if not path.exists():
-        raise DatasetFormatError(f"{what} file {path} does not exist")
-    if not path.is_file():
-        raise DatasetFormatError(f"{what} file {path} is not a file")
+    check_data_file(
+        path, f"{what} file", limit=sys.maxsize, missing=f"{what} file {path} does not exist"
+    )
     return path
 
 

@@ -1,12 +1,25 @@
 """Image features: McAuley's binary image records, and user image encoders named
-``module:function``."""
+``module:function``.
+
+An image encoder named ``module:function`` is **user code that is imported and run**: importing
+the module runs its top-level code, and the function is then called on the item ASINs and
+metadata. :func:`load_image_encoder` refuses what cannot be an image encoder before calling it
+(and, for standard-library modules, before importing them): a module of the Python standard
+library (``os:system``, ``subprocess:run``, ``builtins:eval``, ...), a class, a built-in
+function, and any callable whose signature does not accept the documented two positional
+arguments ``fn(asins, metadata)``. This catches mistakes, not malice: only name modules you
+trust.
+"""
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -14,7 +27,7 @@ from tqdm.auto import tqdm
 from sea_pyg.data.mmrec import DatasetFormatError
 from sea_pyg.data.raw._files import _check_file, _is_gzip, _open_binary
 
-__all__ = ["IMAGE_DIM", "ASIN_BYTES", "read_image_features", "load_callable"]
+__all__ = ["IMAGE_DIM", "ASIN_BYTES", "read_image_features", "load_callable", "load_image_encoder"]
 
 #: Length of one image vector in McAuley's ``image_features_<Category>.b`` files.
 IMAGE_DIM = 4096
@@ -130,3 +143,62 @@ def load_callable(spec: str) -> Callable:
     if not callable(obj):
         raise ValueError(f"{spec!r} is not callable")
     return obj
+
+
+def _stdlib_module(module: str | None) -> bool:
+    return bool(module) and module.partition(".")[0] in sys.stdlib_module_names
+
+
+def load_image_encoder(encoder: str | Callable) -> Callable:
+    """The image encoder ``fn(asins, metadata) -> (num_items, dim) array`` named by
+    ``"module:function"`` (imported: this runs the module's code) or given as a callable,
+    checked before it is ever called.
+
+    Raises:
+        ValueError: naming the encoder, for a module of the Python standard library (refused
+            before importing it), a module or attribute that cannot be imported, a class, a
+            built-in function, or a callable that cannot be called as ``fn(asins, metadata)``
+            (e.g. ``os:system``, whose signature is ``(command)``).
+    """
+    spec = encoder if isinstance(encoder, str) else getattr(encoder, "__qualname__", encoder)
+    what = f"image encoder {spec!r}"
+    rule = (
+        "an image encoder must be your own function fn(asins, metadata) returning a "
+        "(num_items, dim) array"
+    )
+    if isinstance(encoder, str):
+        module = encoder.partition(":")[0]
+        if _stdlib_module(module):
+            raise ValueError(
+                f"{what}: refused: {module!r} is a module of the Python standard library; "
+                f"{rule}, in a module of yours"
+            )
+        fn: Any = load_callable(encoder)
+    else:
+        fn = encoder
+        if not callable(fn):
+            raise ValueError(f"{what} is not callable; {rule}")
+    inner = fn
+    while isinstance(inner, functools.partial):  # judge the function a partial wraps
+        inner = inner.func
+    if inspect.isclass(inner):
+        raise ValueError(f"{what}: refused: it is a class, not a function; {rule}")
+    if inspect.isbuiltin(inner) or inspect.ismethoddescriptor(inner):
+        raise ValueError(f"{what}: refused: it is a built-in function; {rule}")
+    if _stdlib_module(getattr(inner, "__module__", None)):
+        raise ValueError(
+            f"{what}: refused: it comes from the Python standard library "
+            f"({inner.__module__}); {rule}"
+        )
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise ValueError(f"{what}: refused: its signature cannot be inspected; {rule}") from None
+    try:
+        signature.bind(["ASIN"], [{}])
+    except TypeError as exc:
+        raise ValueError(
+            f"{what}: refused: it cannot be called as fn(asins, metadata), its signature is "
+            f"{signature} ({exc}); {rule}"
+        ) from None
+    return fn

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from sea_pyg.data.mmrec import DatasetFormatError, feature_array_problem, read_mmrec, write_mmrec
-from sea_pyg.data.raw.images import IMAGE_DIM, load_callable, read_image_features
+from sea_pyg.data.raw.images import IMAGE_DIM, load_image_encoder, read_image_features
 from sea_pyg.data.raw.interactions import KCoreStats, filter_k_core, make_id_maps, read_interactions
 from sea_pyg.data.raw.metadata import read_metadata
 from sea_pyg.data.raw.text import (
@@ -316,7 +316,9 @@ def prepare_amazon(
         images: Binary image-feature file (see :func:`read_image_features`).
         image_encoder: Instead of ``images``: a callable or ``"module:function"`` called as
             ``fn(asins, metadata)`` with the item ASINs in ``itemID`` order and their metadata
-            dicts (``{}`` when missing), returning a ``(num_items, dim)`` array.
+            dicts (``{}`` when missing), returning a ``(num_items, dim)`` array. A
+            ``"module:function"`` is imported and run: it is user code (see
+            :func:`~sea_pyg.data.raw.load_image_encoder` for what is refused).
         k: k-core threshold for users and items (``>= 3``: the split needs 1 train, 1 valid and
             1 test row per user).
         seed: Seed of the per-user random split.
@@ -344,7 +346,7 @@ def prepare_amazon(
     out = Path(out)
     name = name or out.name
     _check_arguments(out, name, k, images, image_encoder, overwrite)
-    encoder_fn = load_callable(image_encoder) if isinstance(image_encoder, str) else image_encoder
+    encoder_fn = None if image_encoder is None else load_image_encoder(image_encoder)
 
     df, kstats = _read_and_filter(Path(interactions), interactions_format, k, progress, say)
     u_map, i_map = make_id_maps(df)
