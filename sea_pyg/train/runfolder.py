@@ -211,6 +211,26 @@ def _describe_run(folder: Path) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
+def _busy(path: Path) -> RunFolderError:
+    holder = lock_note(path / LOCK)
+    return RunFolderError(
+        f"{path} is in use by another training run{f' ({holder})' if holder else ''}: two "
+        "runs must not write to one folder. Wait for it to finish, or choose another output "
+        "folder (output_dir, --out)"
+    )
+
+
+def _check_held(path: Path, resume: bool, overwrite: bool) -> list[str]:
+    held = _held_files(path) if path.is_dir() else []
+    if held and not (resume or overwrite):
+        raise RunFolderError(
+            f"{path} already holds a training run{_describe_run(path)}: {', '.join(held)}. "
+            "To continue it pass resume=True (--resume); to keep it, choose another output "
+            "folder (output_dir, --out); to replace it, pass overwrite=True (--overwrite)"
+        )
+    return held
+
+
 def check_output_dir(
     path: str | os.PathLike, resume: bool = False, overwrite: bool = False
 ) -> list[str]:
@@ -226,6 +246,13 @@ def check_output_dir(
         RunFolderError: naming the folder and how to proceed.
     """
     path = Path(path)
+    _check_writable(path)
+    if path.is_dir() and is_locked(path / LOCK):
+        raise _busy(path)
+    return _check_held(path, resume, overwrite)
+
+
+def _check_writable(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise RunFolderError(
             f"output folder {path} is a file: choose a folder for output_dir (--out)"
@@ -245,14 +272,6 @@ def check_output_dir(
             f"output folder {path} is not writable ({existing}: permission denied); choose "
             "another output_dir (--out)"
         )
-    held = _held_files(path) if path.is_dir() else []
-    if held and not (resume or overwrite):
-        raise RunFolderError(
-            f"{path} already holds a training run{_describe_run(path)}: {', '.join(held)}. "
-            "To continue it pass resume=True (--resume); to keep it, choose another output "
-            "folder (output_dir, --out); to replace it, pass overwrite=True (--overwrite)"
-        )
-    return held
 
 
 class RunFolder:
@@ -277,7 +296,7 @@ class RunFolder:
             RunFolderError: another process holds the folder, or it holds a run and neither
                 ``resume`` nor ``overwrite`` is set, or it is not a writable folder.
         """
-        check_output_dir(self.path, resume=True)  # file / permission errors, before mkdir
+        _check_writable(self.path)  # file / permission errors, before mkdir
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -288,15 +307,10 @@ class RunFolder:
         note = f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%c')}"
         self._lock = lock_file(self.path / LOCK, note)
         if self._lock is None:
-            holder = lock_note(self.path / LOCK)
-            raise RunFolderError(
-                f"{self.path} is in use by another training run"
-                f"{f' ({holder})' if holder else ''}: two runs must not write to one folder. "
-                "Wait for it to finish, or choose another output folder (output_dir, --out)"
-            )
+            raise _busy(self.path)
         try:
             self.recover()
-            check_output_dir(self.path, resume=resume, overwrite=overwrite)
+            _check_held(self.path, resume=resume, overwrite=overwrite)
             if overwrite:
                 for name in (*RUN_FILES, *extra_files):
                     (self.path / name).unlink(missing_ok=True)
