@@ -427,7 +427,8 @@ def lock_file(path: str | os.PathLike, note: str = "", tries: int = 20) -> FileL
         return None
     if note:
         os.ftruncate(fd, 0)
-        os.pwrite(fd, note.encode("utf-8"), 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, note.encode("utf-8"))
     return FileLock(path, fd)
 
 
