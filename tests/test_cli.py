@@ -106,7 +106,8 @@ def test_quick_start_trains_sea_beside_lightgcn(tmp_path, monkeypatch, capsys):
     assert res["model"]["name"] == "sea" and res["config"]["lr"] == 0.001
 
 
-def test_explicit_data_uses_the_model_defaults(tmp_path, capsys):
+def test_explicit_data_uses_the_model_defaults(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the --compare run goes to ./runs/mf-tiny-seed999
     main(["synth", "tiny", str(tmp_path / "d")])
     args = ["train", "--model", "sea-b", "--data", str(tmp_path / "d"), "--epochs", "1",
             "--out", str(tmp_path / "r"), "--no-progress", "--compare", "mf"]

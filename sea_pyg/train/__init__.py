@@ -7,14 +7,18 @@ saving/loading trained models and top-K recommendation.
 from sea_pyg.train.auxiliary import AuxiliaryTraining, fit_clubs, fit_estimator
 from sea_pyg.train.checkpoint import (
     FORMAT_VERSION,
+    CheckpointError,
+    UnfinishedRunWarning,
     load_checkpoint,
     load_model,
+    load_weights,
     model_payload,
     save_model,
 )
 from sea_pyg.train.config import TrainConfig
 from sea_pyg.train.metrics import METRICS, evaluate_ranking, ranking_metrics
 from sea_pyg.train.recommend import Recommendations, recommend
+from sea_pyg.train.runfolder import RunFolderError, check_output_dir, run_status
 from sea_pyg.train.stopping import EarlyStopping
 from sea_pyg.train.trainer import Trainer, seed_everything
 
@@ -34,6 +38,12 @@ __all__ = [
     "save_model",
     "load_model",
     "load_checkpoint",
+    "load_weights",
+    "CheckpointError",
+    "UnfinishedRunWarning",
+    "RunFolderError",
+    "check_output_dir",
+    "run_status",
     "recommend",
     "Recommendations",
 ]

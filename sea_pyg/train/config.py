@@ -7,7 +7,20 @@ from typing import Any
 
 from sea_pyg.train.metrics import METRICS
 
-__all__ = ["TrainConfig"]
+__all__ = ["TrainConfig", "RESUME_CHECKED"]
+
+#: Settings a resume compares with those the checkpoint was trained with (see
+#: :attr:`TrainConfig.allow_changes`); ``epochs`` is not among them (a resume may raise the cap).
+RESUME_CHECKED = (
+    "seed",
+    "lr",
+    "batch_size",
+    "weight_decay",
+    "patience",
+    "valid_metric",
+    "topk",
+    "metrics",
+)
 
 
 @dataclass
@@ -26,8 +39,24 @@ class TrainConfig:
         metrics: Metric names to report.
         eval_chunk_size: Users scored at once during evaluation (memory bound).
         seed: Seeds everything (sampling order, negatives, model RNG use during training).
-        output_dir: Where checkpoints and ``results.json`` go (``None``: nothing is written).
-        resume: Continue from ``output_dir/last.pt`` if it exists.
+        output_dir: The run folder: checkpoints and ``results.json`` (``None``: nothing is
+            written). See :mod:`sea_pyg.train.runfolder`. A folder that holds a run is refused
+            unless ``resume`` or ``overwrite`` is set.
+        resume: Continue the run in ``output_dir`` from its ``last.pt`` (``--resume``); a
+            folder without a run starts a new one. The checkpoint's model, hyper-parameters,
+            the settings in :data:`RESUME_CHECKED` and the data fingerprint must match (see
+            ``allow_changes``). ``epochs`` may differ: a larger cap continues a run that
+            stopped at its cap; a run that finished is reported and left unchanged otherwise.
+        overwrite: Replace the run in ``output_dir`` (its ``results.json``, ``best.pt``,
+            ``last.pt`` are deleted when training starts; ``--overwrite``).
+        allow_changes: What a resume may change (``--allow-changes``): names from
+            :data:`RESUME_CHECKED`, ``"model"`` (the model and all its hyper-parameters),
+            ``"model.<hyper-parameter>"``, or ``"data"`` (other edges, features or id maps).
+            Each accepted change is recorded in ``results.json`` (``"resumes"``).
+        checkpoint_every: Write ``last.pt`` every this many epochs and at the end
+            (``--checkpoint-every``); ``best.pt`` and ``results.json`` are committed with it
+            (one consistent state), so after a crash up to ``checkpoint_every - 1`` epochs are
+            trained again (exactly: resume replays them).
         progress: Show a progress bar over the mini-batches of each epoch.
         verbose: Print one log line per epoch.
         device: ``"cpu"``, ``"cuda"``, ...
@@ -45,6 +74,9 @@ class TrainConfig:
     seed: int = 999
     output_dir: str | None = None
     resume: bool = False
+    overwrite: bool = False
+    allow_changes: tuple[str, ...] = ()
+    checkpoint_every: int = 1
     progress: bool = True
     verbose: bool = True
     device: str = "cpu"
@@ -53,6 +85,27 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.topk = tuple(int(k) for k in self.topk)
         self.metrics = tuple(self.metrics)
+        if isinstance(self.allow_changes, str):
+            self.allow_changes = (self.allow_changes,)
+        self.allow_changes = tuple(str(c) for c in self.allow_changes)
+        known = (*RESUME_CHECKED, "model", "data")
+        bad = [c for c in self.allow_changes if c not in known and not c.startswith("model.")]
+        if bad:
+            raise ValueError(
+                f"allow_changes (--allow-changes): unknown {bad}; choose from {list(known)} "
+                "or 'model.<hyper-parameter>'"
+            )
+        if self.resume and self.overwrite:
+            raise ValueError(
+                "resume=True (--resume) and overwrite=True (--overwrite) exclude each other: "
+                "continue the run, or replace it"
+            )
+        if isinstance(self.checkpoint_every, bool) or int(self.checkpoint_every) < 1:
+            raise ValueError(
+                f"checkpoint_every (--checkpoint-every) must be an integer >= 1, got "
+                f"{self.checkpoint_every!r}"
+            )
+        self.checkpoint_every = int(self.checkpoint_every)
         if self.epochs < 1:
             raise ValueError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

@@ -3,6 +3,11 @@
 :func:`recommend` scores through :meth:`~sea_pyg.models.Recommender.score` (the path the
 evaluation uses) and masks with :func:`~sea_pyg.train.metrics.mask_items`, so what a user is
 recommended is exactly what the metrics rank.
+
+Recommending from a run that is still training or was interrupted: :func:`load_model` warns
+(:class:`~sea_pyg.train.UnfinishedRunWarning`: its ``best.pt`` is the best model *so far*) and
+records the run's status in ``model.checkpoint["status"]``; :func:`recommend` itself does not
+warn again.
 """
 
 from __future__ import annotations

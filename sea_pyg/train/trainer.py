@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -18,13 +18,31 @@ from tqdm.auto import tqdm
 
 from sea_pyg.data.mmrec import EDGE_TYPE
 from sea_pyg.data.sampler import BPRSampler
-from sea_pyg.io import atomic_torch_save, atomic_write_text
+from sea_pyg.io import fault_point, text_writer, torch_writer
 from sea_pyg.models.base import Recommender
 from sea_pyg.train.auxiliary import AuxiliaryTraining
-from sea_pyg.train.checkpoint import dataset_metadata, load_checkpoint, model_payload
+from sea_pyg.train.checkpoint import (
+    dataset_metadata,
+    frozen_tensors,
+    load_checkpoint,
+    load_weights,
+    model_payload,
+)
 from sea_pyg.train.config import TrainConfig
 from sea_pyg.train.metrics import evaluate_ranking
 from sea_pyg.train.optim import adam
+from sea_pyg.train.resume import differences_message, refused_changes, resume_differences
+from sea_pyg.train.runfolder import (
+    BEST,
+    LAST,
+    RESULTS,
+    RUN_FILES,
+    RunFolder,
+    RunFolderError,
+    check_output_dir,
+    jsonable,
+    read_results,
+)
 from sea_pyg.train.stopping import EarlyStopping
 
 __all__ = ["Trainer", "seed_everything"]
@@ -46,20 +64,22 @@ def _fmt(metrics: dict[str, float]) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in metrics.items())
 
 
-def _jsonable(obj: Any) -> Any:
-    """``obj`` with every value JSON can hold (non-finite floats become ``None``, one-element
-    tensors numbers, anything else its ``str``)."""
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
-        return obj.item()
-    return str(obj)
+def _check_run_files(run_files: Mapping[str, str] | None) -> dict[str, str]:
+    out = {}
+    for name, text in dict(run_files or {}).items():
+        name = str(name)
+        if (
+            not name or name in (".", "..") or "/" in name or "\\" in name
+            or name in (*RUN_FILES, ".lock") or name.startswith(".")
+        ):
+            raise ValueError(
+                f"run_files: {name!r} is not allowed: give plain file names (no folders, not "
+                f"hidden, none of {list(RUN_FILES)})"
+            )
+        if not isinstance(text, str):
+            raise ValueError(f"run_files[{name!r}] must be text (str), got {type(text).__name__}")
+        out[name] = text
+    return out
 
 
 class Trainer:
@@ -82,10 +102,25 @@ class Trainer:
     is strictly greater than the best so far (initially -1); training stops after
     ``patience + 1`` consecutive non-improving epochs, after a non-finite loss, or at the epoch cap.
 
-    With ``output_dir`` set, the trainer writes (atomically) ``best.pt`` (model weights at the
-    best epoch, the model's registry description and the dataset's metadata: a saved model that
-    :func:`sea_pyg.load_model` rebuilds), ``last.pt`` (everything needed to resume after a
-    crash) and ``results.json``. Checkpoints load with ``torch.load(path, weights_only=True)``.
+    **The run folder.** With ``output_dir`` set, :meth:`fit` claims the folder (a lock: a second
+    run into it is refused; a folder holding a run is refused unless ``resume`` or ``overwrite``),
+    writes ``run_files``, and commits after every ``checkpoint_every`` epochs and at the end,
+    in one atomic step (see :mod:`sea_pyg.train.runfolder`, which also says which file is the
+    truth): ``best.pt`` (model weights at the best epoch so far, the model's registry
+    description and the dataset's metadata and fingerprints: a saved model that
+    :func:`sea_pyg.load_model` rebuilds), ``last.pt`` (everything needed to resume exactly) and
+    ``results.json`` (``status`` ``"running"`` / ``"interrupted"`` / ``"finished"``, epochs run,
+    best epoch, metrics, history, and the ``stop_reason`` once finished). ``last.pt`` leaves
+    out the frozen tensors the model rebuilds from the data (see
+    :mod:`sea_pyg.train.checkpoint`); ``best.pt`` holds the whole ``state_dict``.
+    Checkpoints load with ``torch.load(path, weights_only=True)``.
+
+    **Resume** (``resume=True``) continues from ``last.pt`` after checking that the model,
+    hyper-parameters, settings and data are those it was trained with (see
+    :mod:`sea_pyg.train.resume`); a run that finished (early stop, non-finite loss, or its epoch
+    cap when ``epochs`` is not raised) is reported and left unchanged. Resuming is exact: at
+    a fixed device and thread count it ends with the same history, metrics and ``best.pt`` as
+    an uninterrupted run (tested with ``SIGKILL`` at many moments, checkpoint writes included).
 
     Args:
         model: The recommender.
@@ -93,6 +128,15 @@ class Trainer:
         config: A :class:`TrainConfig`.
         model_info: JSON-able description of the model (name and constructor arguments), stored
             in checkpoints and results so a run can be identified and rebuilt.
+        run_files: Extra text files ``{file name: text}`` (e.g. the CLI's resolved
+            ``config.yaml``) written atomically into ``output_dir`` once :meth:`fit` has claimed
+            it (after the lock and the refusal checks), before training. Not written when a
+            resume finds the run finished.
+
+    Raises:
+        RunFolderError: (a ``ValueError``) ``output_dir`` is a file, not writable, or holds a
+            run while neither ``resume`` nor ``overwrite`` is set (checked here and again by
+            :meth:`fit` under the lock).
     """
 
     def __init__(
@@ -101,8 +145,13 @@ class Trainer:
         data: HeteroData,
         config: TrainConfig | None = None,
         model_info: dict[str, Any] | None = None,
+        run_files: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.run_files = _check_run_files(run_files)
+        self.output_dir = Path(self.config.output_dir) if self.config.output_dir else None
+        if self.output_dir is not None:
+            check_output_dir(self.output_dir, self.config.resume, self.config.overwrite)
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
         self.model_info = dict(model_info or {"name": type(model).__name__})
@@ -135,7 +184,8 @@ class Trainer:
             lr=self.config.lr,
             weight_decay=self.config.weight_decay,
         )
-        self.output_dir = Path(self.config.output_dir) if self.config.output_dir else None
+        #: Frozen tensors as the constructor built them: left out of last.pt while unchanged.
+        self.frozen = frozen_tensors(self.model) if self.output_dir is not None else {}
         self._reset_state()
 
     # -------------------------------------------------------------------------------------------
@@ -146,7 +196,14 @@ class Trainer:
         self.best_valid: dict[str, float] = {}
         self.best_test: dict[str, float] = {}
         self.history: list[dict[str, Any]] = []
-        self.stop_reason = "epoch cap"
+        self.stop_reason: str | None = None
+        self.finished = False
+        self.resumes: list[dict[str, Any]] = []
+        self._best_payload: dict[str, Any] | None = None  # best.pt not yet committed
+        self._folder: RunFolder | None = None
+        #: What :meth:`fit` found: ``None`` (a new run), ``"resumed"`` or ``"finished"`` (a
+        #: resume of a run that was over: nothing was trained or written).
+        self.resumed: str | None = None
 
     def _log(self, msg: str) -> None:
         if self.config.verbose:
@@ -178,11 +235,13 @@ class Trainer:
 
     # ------------------------------------------------------------------------------ checkpoints
     def _checkpoint(self) -> dict[str, Any]:
+        """``last.pt``: the whole training state."""
         return model_payload(
             self.model,
             self.model_info,
             self.dataset_meta,
-            config=_jsonable(asdict(self.config)),
+            rebuilt=self.frozen,
+            config=jsonable(asdict(self.config)),
             optimizer=self.optimizer.state_dict(),
             auxiliary=self.auxiliary.state_dict(),
             epoch=self.epoch,
@@ -191,24 +250,15 @@ class Trainer:
             best_valid=self.best_valid,
             best_test=self.best_test,
             history=self.history,
+            finished=self.finished,
+            stop_reason=self.stop_reason,
+            resumes=self.resumes,
             sampler_rng=self.generator.get_state(),
             torch_rng=torch.get_rng_state(),
         )
 
-    def _try_resume(self) -> bool:
-        if not (self.config.resume and self.output_dir):
-            return False
-        path = self.output_dir / "last.pt"
-        if not path.exists():
-            self._log(f"resume: no checkpoint at {path}, starting from scratch")
-            return False
-        ckpt = load_checkpoint(path, map_location=self.device)
-        if ckpt.get("model_info", {}).get("name") != self.model_info.get("name"):
-            raise ValueError(
-                f"resume: {path} was written for model {ckpt.get('model_info')}, not "
-                f"{self.model_info}; use another output folder or resume=False"
-            )
-        self.model.load_state_dict(ckpt["model"])
+    def _restore(self, ckpt: dict[str, Any]) -> None:
+        load_weights(self.model, ckpt, check=False)  # the data check came before
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.auxiliary.load_state_dict(ckpt.get("auxiliary", {}))
         self.epoch = int(ckpt["epoch"])
@@ -217,51 +267,95 @@ class Trainer:
         self.best_valid = dict(ckpt["best_valid"])
         self.best_test = dict(ckpt["best_test"])
         self.history = list(ckpt["history"])
+        self.resumes = list(ckpt.get("resumes", []))
         self.generator.set_state(ckpt["sampler_rng"])
         torch.set_rng_state(ckpt["torch_rng"])
-        self._log(f"resumed from {path} at epoch {self.epoch} (best epoch {self.best_epoch})")
-        return True
+        self.finished, self.stop_reason = self._ended(ckpt)
 
-    def _save(self, record: dict[str, Any], improved: bool) -> None:
-        """After the epoch of ``record``: writes ``best.pt`` (when it improved), ``last.pt``
-        and ``results.json``."""
-        if self.output_dir is None:
-            return
-        if improved:
-            best = model_payload(
-                self.model, self.model_info, self.dataset_meta,
-                epoch=record["epoch"], valid=record["valid"], test=self.best_test,
+    def _ended(self, ckpt: dict[str, Any]) -> tuple[bool, str | None]:
+        """Whether the run of ``ckpt`` (``last.pt``) finished, and why."""
+        if "finished" in ckpt:
+            return bool(ckpt["finished"]), ckpt.get("stop_reason")
+        # format 2 (no "finished"): infer it
+        stopping = EarlyStopping(self.config.patience)
+        stopping.load_state_dict(ckpt["stopping"])
+        if stopping.bad_steps > int((ckpt.get("config") or {}).get("patience", stopping.patience)):
+            return True, self._early_stop_reason()
+        saved_epochs = (ckpt.get("config") or {}).get("epochs")
+        if saved_epochs is not None and int(ckpt["epoch"]) >= int(saved_epochs):
+            return True, "epoch cap"
+        return False, None
+
+    def _try_resume(self) -> str | None:
+        """Restores the state of ``last.pt``; returns ``None`` (nothing to resume: a new run),
+        ``"resumed"`` or ``"finished"`` (the run is over: nothing to do, nothing changed)."""
+        if not (self.config.resume and self._folder is not None):
+            return None
+        folder = self.output_dir
+        if not ((folder / LAST).exists() or (folder / f".{LAST}.next").exists()):
+            if any((folder / n).exists() for n in (BEST, RESULTS)):
+                raise RunFolderError(
+                    f"cannot resume: {folder} holds a run but no {LAST}; replace it with "
+                    "overwrite=True (--overwrite) or choose another output folder "
+                    "(output_dir, --out)"
+                )
+            self._log(f"resume: no checkpoint in {folder}, starting a new run")
+            return None
+        ckpt = load_checkpoint(folder / LAST, map_location=self.device)
+        done = int(ckpt["epoch"])
+        diffs = resume_differences(
+            ckpt, self.config, self.model_info, self.dataset_meta, self.frozen
+        )
+        refused = refused_changes(diffs, self.config.allow_changes)
+        finished, reason = self._ended(ckpt)
+        if finished and not (reason == "epoch cap" and self.config.epochs > done):
+            note = f" (this run's {', '.join(refused)} differ from it)" if refused else ""
+            hint = (
+                "; to train it further, raise epochs (--epochs) above its cap"
+                if reason == "epoch cap" else ""
             )
-            atomic_torch_save(best, self.output_dir / "best.pt")
-        atomic_torch_save(self._checkpoint(), self.output_dir / "last.pt")
-        self._write_results(self.results())
+            self._log(
+                f"resume: the run in {folder} already finished ({reason}) after {done} "
+                f"epoch(s), best epoch {ckpt.get('best_epoch')}: nothing to do, nothing "
+                f"changed{note}{hint}"
+            )
+            if not refused:
+                self._restore(ckpt)
+            return "finished"
+        if refused:
+            raise RunFolderError(differences_message(ckpt["path"], diffs, refused))
+        if self.config.epochs < done:
+            raise RunFolderError(
+                f"cannot resume {folder} with epochs={self.config.epochs} (--epochs): it has "
+                f"already trained {done} epochs; give epochs >= {done}"
+            )
+        self._restore(ckpt)
+        self.finished, self.stop_reason = False, None  # a cap-finished run continues
+        saved_epochs = (ckpt.get("config") or {}).get("epochs")
+        changes = dict(diffs)
+        if saved_epochs is not None and saved_epochs != self.config.epochs:
+            changes["epochs"] = f"{saved_epochs!r} -> {self.config.epochs!r}"
+        self.resumes.append({"epoch": done, "changes": changes})
+        self._log(
+            f"resumed from {ckpt['path']} after {done} epoch(s) (best epoch {self.best_epoch})"
+            + (f"; changes: {changes}" if changes else "")
+        )
+        return "resumed"
 
-    def _write_results(self, results: dict[str, Any]) -> None:
-        if self.output_dir is not None:
-            text = json.dumps(_jsonable(results), indent=2)
-            atomic_write_text(text, self.output_dir / "results.json")
-
-    def results(self) -> dict[str, Any]:
-        """The run's summary (what ``results.json`` holds)."""
-        train_times = [h["train_time"] for h in self.history]
-        return {
-            "model": self.model_info,
-            "dataset": self.dataset_name,
-            "num_users": self.num_users,
-            "num_items": self.num_items,
-            "num_parameters": sum(p.numel() for p in self.model.parameters()),
-            "config": _jsonable(asdict(self.config)),
-            "epochs_run": len(self.history),
-            "best_epoch": self.best_epoch,
-            "stop_reason": self.stop_reason,
-            "best_valid": self.best_valid,
-            "test": self.best_test,
-            "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
-            "eval_seconds_per_epoch": (
-                float(np.mean([h["eval_time"] for h in self.history])) if self.history else None
-            ),
-            "history": self.history,
-        }
+    def _commit(self, results: dict[str, Any] | None = None) -> None:
+        """Writes ``last.pt``, ``results.json`` (``results``, default :meth:`results`) and, if
+        the model improved since the last commit, ``best.pt``, in one step."""
+        if self._folder is None:
+            self._best_payload = None
+            return
+        files = {}
+        if self._best_payload is not None:
+            files[BEST] = torch_writer(self._best_payload)
+        files[LAST] = torch_writer(self._checkpoint())
+        results = self.results() if results is None else results
+        files[RESULTS] = text_writer(json.dumps(jsonable(results), indent=2))
+        self._folder.commit(files)
+        self._best_payload = None
 
     # ---------------------------------------------------------------------------------- training
     def _train_step(self, batch: torch.Tensor) -> tuple[dict, dict] | None:
@@ -340,18 +434,105 @@ class Trainer:
             line += f" | test {_fmt(_headline(self.best_test))} *"
         self._log(line)
 
+    def _early_stop_reason(self) -> str:
+        return (
+            f"early stop: no improvement of rounded {self.config.valid_metric} for "
+            f"{self.config.patience + 1} epochs"
+        )
+
+    def _stop_now(self) -> str | None:
+        """Why training is over after the epochs run so far (``None``: not over)."""
+        if self.stopping.should_stop:
+            return self._early_stop_reason()
+        if self.epoch >= self.config.epochs:
+            return "epoch cap"
+        return None
+
+    def results(self) -> dict[str, Any]:
+        """The run's summary (what ``results.json`` holds).
+
+        ``status`` is ``"finished"`` once training is over (``stop_reason`` says why: early
+        stop, non-finite loss, or ``"epoch cap"`` when the cap was reached), else
+        ``"running"`` (``stop_reason`` is ``None``); ``last_epoch`` is the last finished epoch
+        (``-1``: none). A run folder's file says ``"interrupted"`` after an exception, and
+        :func:`~sea_pyg.train.runfolder.run_status` reports a killed run as interrupted.
+        """
+        train_times = [h["train_time"] for h in self.history]
+        return {
+            "status": "finished" if self.finished else "running",
+            "model": self.model_info,
+            "dataset": self.dataset_name,
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+            "num_parameters": sum(p.numel() for p in self.model.parameters()),
+            "config": jsonable(asdict(self.config)),
+            "epochs_run": len(self.history),
+            "last_epoch": len(self.history) - 1,
+            "best_epoch": self.best_epoch,
+            "stop_reason": self.stop_reason,
+            "best_valid": self.best_valid,
+            "test": self.best_test,
+            "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
+            "eval_seconds_per_epoch": (
+                float(np.mean([h["eval_time"] for h in self.history])) if self.history else None
+            ),
+            "resumes": self.resumes,
+            "history": self.history,
+        }
+
     def fit(self) -> dict[str, Any]:
-        """Train until early stopping or the epoch cap; return :meth:`results`."""
+        """Train until early stopping, a non-finite loss or the epoch cap; return
+        :meth:`results` (with ``wall_seconds``, this call's time).
+
+        With ``output_dir``: claims the run folder first (see the class documentation) and
+        releases it at the end; on an exception (``KeyboardInterrupt`` included) the folder
+        keeps its last commit and ``results.json`` says ``"interrupted"``.
+
+        Raises:
+            RunFolderError: the folder is in use by another run, holds a run (without
+                ``resume`` / ``overwrite``), or the resume does not match (the message lists
+                the differences).
+            CheckpointError: ``last.pt`` cannot be read (the message names it).
+        """
         cfg = self.config
-        if not self._try_resume():
-            torch.manual_seed(cfg.seed)
+        if self.output_dir is not None:
+            folder = RunFolder(self.output_dir)
+            folder.claim(resume=cfg.resume, overwrite=cfg.overwrite,
+                         extra_files=self.run_files)
+            self._folder = folder
+        try:
+            state = self._try_resume()
+            self.resumed = state
+            if state == "finished":
+                return read_results(self.output_dir) or self.results()
+            if state is None:
+                torch.manual_seed(cfg.seed)
+            if self._folder is not None:
+                for name, text in self.run_files.items():
+                    self._folder.write_text(name, text)
+            return self._train()
+        except BaseException:
+            if self._folder is not None:
+                self._folder.mark_interrupted()
+            raise
+        finally:
+            if self._folder is not None:
+                self._folder.release()
+                self._folder = None
+
+    def _train(self) -> dict[str, Any]:
+        cfg = self.config
         start = time.perf_counter()
         self._log(
             f"training {self.model_info.get('name')} on {self.dataset_name}: "
             f"{self.num_users} users, {self.num_items} items, "
             f"{self.sampler.num_rows} train rows, {len(self.sampler)} batches/epoch"
         )
-        while self.epoch < cfg.epochs:
+        while True:
+            stop = self._stop_now()
+            if stop is not None:
+                self.stop_reason = stop
+                break
             epoch = self.epoch
             t0 = time.perf_counter()
             out = self.train_epoch(epoch)
@@ -370,18 +551,22 @@ class Trainer:
             self.history.append(record)
             self.epoch = epoch + 1
             self._log_epoch(record, improved)
-            stop = self.stopping.should_stop
-            if stop:
-                self.stop_reason = (
-                    f"early stop: no improvement of rounded {cfg.valid_metric} for "
-                    f"{cfg.patience + 1} epochs"
+            ending = self._stop_now() is not None
+            commit = not ending and self.epoch % cfg.checkpoint_every == 0
+            if improved and self.output_dir is not None:
+                # committed now, or kept (copied) until the next commit
+                self._best_payload = model_payload(
+                    self.model, self.model_info, self.dataset_meta,
+                    copy=not (commit or ending),
+                    epoch=record["epoch"], valid=record["valid"], test=self.best_test,
                 )
-            self._save(record, improved)
-            if stop:
-                break
+            if commit:
+                self._commit()
+        self.finished = True
         results = self.results()
         results["wall_seconds"] = time.perf_counter() - start
-        self._write_results(results)
+        self._commit(results)
+        fault_point()  # crash tests: killed after the final commit
         self._log(
             f"done ({self.stop_reason}): best epoch {self.best_epoch}, "
             f"valid {_fmt(self.best_valid)}\n  test @ best valid: {_fmt(self.best_test)}"

@@ -127,3 +127,166 @@ def test_recommend_cli(run, folder, capsys):
         main([*args[:6], "zz"])
     with pytest.raises(SystemExit, match="no checkpoint"):
         main(["recommend", "--run", str(folder), "--data", str(folder), "--users", "user1"])
+
+
+# ---- damaged checkpoints (item 9) ----------------------------------------------------------------
+class _Payload:
+    """Unpickling this would run a shell command."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _damaged(kind, path, good):
+    import pickle
+
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        path.write_bytes(good[: len(good) // 2])
+    elif kind == "junk":
+        path.write_bytes(b"this is not a checkpoint\n" * 20)
+    elif kind == "code":
+        with open(path, "wb") as f:
+            pickle.dump({"model": _Payload(path.parent / "ran"), "model_info": {}}, f)
+    return path
+
+
+@pytest.mark.parametrize("kind, says", [
+    ("empty", "is empty (0 bytes)"),
+    ("truncated", "is truncated or corrupt"),
+    ("junk", "is truncated or corrupt"),
+    ("code", "is not a sea_pyg checkpoint: it holds Python objects"),
+])
+def test_damaged_checkpoint_is_a_message_naming_the_file(run, folder, tmp_path, capsys, kind, says):
+    from sea_pyg.train import CheckpointError
+
+    good = (run / "best.pt").read_bytes()
+    path = _damaged(kind, tmp_path / "best.pt", good)
+    data = read_mmrec(folder)
+    for call in (lambda: load_checkpoint(path), lambda: load_model(path, data),
+                 lambda: load_model(tmp_path, data)):
+        with pytest.raises(CheckpointError) as err:
+            call()
+        assert str(path) in str(err.value) and says in str(err.value)
+        assert "weights_only" not in str(err.value)
+    assert not (tmp_path / "ran").exists()  # the planted payload never ran
+    with pytest.raises(SystemExit, match=f"sea-pyg: .*{path.name}.*{says.split()[0]}"):
+        main(["recommend", "--run", str(tmp_path), "--data", str(folder), "--users", "user1"])
+
+
+def test_damaged_last_pt_on_resume_names_it(folder, tmp_path):
+    from sea_pyg.train import CheckpointError
+
+    data = read_mmrec(folder)
+    model, info, _ = build_model("mf", data)
+    cfg = dict(batch_size=256, progress=False, verbose=False, output_dir=str(tmp_path))
+    Trainer(model, data, TrainConfig(epochs=1, **cfg), model_info=info).fit()
+    good = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(good[:-100])
+    with pytest.raises(CheckpointError, match=f"checkpoint {tmp_path / 'last.pt'} .*truncated"):
+        Trainer(model, data, TrainConfig(epochs=2, resume=True, **cfg), model_info=info).fit()
+
+
+def test_disk_full_while_saving_keeps_the_run_and_says_so(folder, tmp_path, monkeypatch):
+    import errno
+
+    data = read_mmrec(folder)
+    model, info, _ = build_model("mf", data)
+    cfg = dict(batch_size=256, progress=False, verbose=False, output_dir=str(tmp_path))
+    Trainer(model, data, TrainConfig(epochs=1, **cfg), model_info=info).fit()
+    before = {n: (tmp_path / n).read_bytes() for n in ("best.pt", "last.pt")}
+
+    def full(obj, f, *args, **kwargs):
+        f.write(b"part of a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(OSError, match=r"no space left on the device while saving the run in "
+                       rf"{tmp_path} \((best.pt, )?last.pt, results.json; \d+ MiB free\): its "
+                       r"previous files are unchanged.*--resume"):
+        Trainer(model, data, TrainConfig(epochs=3, resume=True, **cfg), model_info=info).fit()
+    assert {n: (tmp_path / n).read_bytes() for n in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "best.pt", "last.pt",
+                                                          "results.json"]
+
+
+# ---- fingerprints of features and id maps (item 7) -----------------------------------------------
+@pytest.mark.parametrize("change, says", [
+    ("features x5", "item features 'image' (values or row order)"),
+    ("rows permuted", "item features 'text' (values or row order)"),
+    ("ids permuted", "item id map (i_id_mapping.csv)"),
+])
+def test_load_model_refuses_changed_features_or_id_maps(run, folder, change, says):
+    from sea_pyg.train import CheckpointError
+
+    data = read_mmrec(folder)
+    if change == "features x5":
+        data["item"].x_image = data["item"].x_image * 5
+    elif change == "rows permuted":
+        data["item"].x_text = data["item"].x_text.roll(1, dims=0)
+    else:
+        data["item"].raw_id = list(data["item"].raw_id)[1:] + list(data["item"].raw_id)[:1]
+    with pytest.raises(CheckpointError, match="trained on dataset 'tiny' with a different") as e:
+        load_model(run, data)
+    assert says in str(e.value) and "check_data=False" in str(e.value)
+    assert load_model(run, data, check_data=False).checkpoint["model_info"]["name"] == "lightgcn"
+
+
+def test_weights_that_do_not_fit_are_a_message(run, folder):
+    from sea_pyg.train import CheckpointError, load_weights
+
+    data = read_mmrec(folder)
+    other, _, _ = build_model("lightgcn", data, embedding_dim=8)
+    with pytest.raises(CheckpointError, match=r"best.pt: the saved weights do not fit the model "
+                       r"built now .*size mismatch"):
+        load_weights(other, load_checkpoint(run))
+
+
+# ---- what last.pt leaves out (item 8) ------------------------------------------------------------
+def test_last_pt_leaves_out_frozen_tensors_and_resumes_exactly(tiny_data, tmp_path):
+    """SEA's item-item graph (frozen buffers, rebuilt by the constructor) is not in last.pt;
+    the batch-norm statistics (buffers that training changes) are; best.pt has everything;
+    resume after 1 of 2 epochs matches the uninterrupted run exactly."""
+    from sea_pyg.train import seed_everything
+
+    def fit(out, epochs, resume=False):
+        seed_everything(0)
+        model, info, _ = build_model("sea", tiny_data, hidden_dim=16, embedding_dim=8,
+                                     transform_dims=8, club_steps=2)
+        cfg = TrainConfig(epochs=epochs, batch_size=128, lr=1e-2, patience=5, progress=False,
+                          verbose=False, output_dir=str(out), resume=resume, topk=(5, 10),
+                          valid_metric="recall@10")
+        return Trainer(model, tiny_data, cfg, model_info=info).fit(), model
+
+    with torch.random.fork_rng():
+        torch.set_num_threads(1)
+        full, model = fit(tmp_path / "full", 2)
+        fit(tmp_path / "part", 1)
+        part, _ = fit(tmp_path / "part", 2, resume=True)
+    last = torch.load(tmp_path / "full" / "last.pt", weights_only=True)
+    graph = {k for k in model.state_dict() if k.startswith("item_graph.")}
+    assert graph and graph == set(last["rebuilt"]) and not graph & set(last["model"])
+    assert any("running_mean" in k for k in last["model"])
+    best = torch.load(tmp_path / "full" / "best.pt", weights_only=True)
+    assert graph <= set(best["model"]) and best["rebuilt"] == {}
+    a = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(last["model"][k], a[k]) for k in last["model"])
+    assert [h["loss"] for h in part["history"]] == [h["loss"] for h in full["history"]]
+    # the rebuilt graph is checked: other feature rows give another graph
+    data = tiny_data.clone()
+    data["item"].x_image = data["item"].x_image.roll(3, dims=0)
+    seed_everything(0)
+    model, info, _ = build_model("sea", data, hidden_dim=16, embedding_dim=8,
+                                 transform_dims=8, club_steps=2)
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=1e-2, patience=5, progress=False,
+                      verbose=False, output_dir=str(tmp_path / "part"), resume=True,
+                      topk=(5, 10), valid_metric="recall@10")
+    with pytest.raises(ValueError, match=r"data: item features 'image' .*tensors the model "
+                       r"rebuilds from the data \(item_graph\."):
+        Trainer(model, data, cfg, model_info=info).fit()

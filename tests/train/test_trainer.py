@@ -124,7 +124,7 @@ def test_resume_refuses_other_model(tiny, tmp_path):
         _cfg(epochs=1, output_dir=str(tmp_path)),
         model_info={"name": "lightgcn"},
     ).fit()
-    with pytest.raises(ValueError, match="was written for model"):
+    with pytest.raises(ValueError, match="model: .lightgcn. -> .mf."):
         Trainer(
             _lightgcn(tiny),
             tiny,
