@@ -87,10 +87,10 @@ def test_train_multimodal_baselines_from_the_cli(model, tmp_path, monkeypatch, c
 
 
 def test_quick_start_trains_sea_beside_lightgcn(tmp_path, monkeypatch, capsys):
-    import sea_pyg.cli as cli
+    from sea_pyg.cli import commands
 
     # the quick start uses the built-in data; use the tiny preset here to stay fast
-    monkeypatch.setattr(cli, "DEFAULT_SYNTHETIC", "tiny")
+    monkeypatch.setattr(commands, "DEFAULT_SYNTHETIC", "tiny")
     monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--epochs", "1", "--no-progress", "--set", "club_steps=2"]) == 0
@@ -213,4 +213,5 @@ def test_import_failure_is_a_clean_error(source, error, user_modules):
         user_modules(name, source)
     with pytest.raises(SystemExit) as exc:
         main(["train", "--import", name, "--model", "mf", "--synthetic", "tiny"])
-    assert str(exc.value) == f"sea-pyg: --import {name}: {error}"
+    assert str(exc.value) == f"sea-pyg train: error: --import {name}: {error}"
+    assert exc.value.code == 2
