@@ -34,11 +34,14 @@ def _train_model_help(argv: list[str]) -> str | None:
     from sea_pyg.cli.models import model_details
     from sea_pyg.models import sea_variant
 
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, exit_on_error=False)
     pre.add_argument("--model")
     pre.add_argument("--import", dest="imports", action="append")
     pre.add_argument("--sea", action="store_true")
-    known, _ = pre.parse_known_args(argv[1:])
+    try:
+        known, _ = pre.parse_known_args(argv[1:])
+    except (SystemExit, argparse.ArgumentError):  # --model without a name: the parser says so
+        return None
     if known.model is None:
         return None
     import_modules(known.imports)

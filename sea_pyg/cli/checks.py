@@ -84,8 +84,9 @@ def check_model_name(name: str, flag: str = "--model") -> str:
     key = name.lower()
     if key in MODELS:
         return key
+    where = f"{flag}: " if flag else ""
     raise UserError(
-        f"{flag}: unknown model {name!r}{close_names(name, MODELS)}; `sea-pyg models` lists "
+        f"{where}unknown model {name!r}{close_names(name, MODELS)}; `sea-pyg models` lists "
         "them all (a model of your own: register it in a module and pass --import MODULE)"
     )
 
@@ -102,10 +103,9 @@ def check_device(device: str, flag: str = "--device") -> str:
 
     try:
         dev = torch.device(device)
-    except (RuntimeError, ValueError) as exc:
+    except (RuntimeError, ValueError):
         raise UserError(
-            f"{flag} {device!r}: not a torch device ({first_line(exc)}); use cpu, cuda, "
-            "cuda:N or mps"
+            f"{flag} {device!r}: not a torch device; use cpu, cuda, cuda:N or mps"
         ) from None
     if dev.type == "cpu":
         return device
@@ -181,8 +181,8 @@ def check_output_folder(path: str | os.PathLike, what: str | None = None) -> Pat
         os.unlink(probe)
     except OSError as exc:
         reason = exc.strerror or first_line(exc)
-        where = "" if existing == path else f" (its nearest existing folder {existing})"
         raise UserError(
-            f"{what}: cannot write there{where}: {reason}; pass another --out"
+            f"{what}: cannot write there: creating a file in {existing} failed ({reason}); "
+            "pass another --out"
         ) from None
     return path

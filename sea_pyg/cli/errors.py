@@ -45,9 +45,9 @@ def in_flag_words(message: str, flags: Mapping[str, str]) -> str:
             :class:`~sea_pyg.train.Trainer`, ...
         flags: ``{setting name: flag}``, e.g. ``{"epochs": "--epochs", "output_dir": "--out"}``.
 
-    ``TrainConfig.epochs`` / ``config.epochs`` / ```epochs``` become ``--epochs``; ``resume=True``
-    becomes ``--resume`` and ``resume=False`` ``without --resume``. Names without a flag are
-    described in words (``TrainConfig.topk`` -> the metric cut-offs ...).
+    ``TrainConfig.epochs`` / ``config.epochs`` / ```epochs``` become ``--epochs``; ``pass
+    resume=True`` becomes ``pass --resume`` and ``(pass) resume=False`` ``drop --resume``. Names
+    without a flag are described in words (``TrainConfig.topk`` -> the metric cut-offs ...).
     """
 
     def setting(match: re.Match) -> str:
@@ -55,14 +55,17 @@ def in_flag_words(message: str, flags: Mapping[str, str]) -> str:
         return flags.get(name) or SETTING_WORDS.get(name) or f"the training setting {name!r}"
 
     def boolean(match: re.Match) -> str:
-        name, value = match.group(1), match.group(2)
+        name, value = match.group(2), match.group(3)
         if name not in flags:
             return match.group(0)
-        return flags[name] if value == "True" else f"without {flags[name]}"
+        if value == "False":
+            return f"drop {flags[name]}"
+        return f"pass {flags[name]}" if match.group(1) else flags[name]
 
     message = re.sub(r"\b(?:TrainConfig|config)\.([A-Za-z_]\w*)", setting, message)
-    message = re.sub(r"`{1,2}([A-Za-z_]\w*)=(True|False)`{1,2}", boolean, message)
-    message = re.sub(r"\b([A-Za-z_]\w*)=(True|False)\b", boolean, message)
+    message = re.sub(
+        r"(\b(?:pass|set|use|with) )?`{0,2}\b([A-Za-z_]\w*)=(True|False)\b`{0,2}", boolean, message
+    )
     message = re.sub(
         r"`{1,2}([A-Za-z_]\w*)`{1,2}",
         lambda m: flags.get(m.group(1), m.group(0)),

@@ -141,7 +141,7 @@ def model_details(name: str) -> str:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    names = [check_model_name(n, flag="sea-pyg models") for n in args.names or []]
+    names = [check_model_name(n, flag="") for n in args.names or []]
     if not names:
         print(models_overview())
         return 0

@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from sea_pyg.cli import commands
 from sea_pyg.cli.checks import integer, number
+from sea_pyg.cli.errors import CommandError
 from sea_pyg.cli.models import cmd_models, compact_model_list
 from sea_pyg.cli.runs import cmd_runs
 from sea_pyg.cli.train import cmd_train
 
-__all__ = ["build_parser"]
+__all__ = ["build_parser", "Parser"]
+
+
+class Parser(argparse.ArgumentParser):
+    """An :class:`argparse.ArgumentParser` whose errors are one line, ``sea-pyg train: error:
+    argument --epochs: must be >= 1, got 0``, on stderr, and a :class:`CommandError` (status 2)
+    that carries it (argparse prints the whole usage first)."""
+
+    def error(self, message: str):
+        line = f"{self.prog}: error: {message} (see {self.prog} --help)"
+        self._print_message(line + "\n", sys.stderr)
+        raise CommandError(line)
 
 
 def _add_import_arg(p: argparse.ArgumentParser) -> None:
@@ -347,7 +360,7 @@ def _add_embeddings_parser(figs) -> None:
 
 def build_parser(train_epilog: str | None = None) -> argparse.ArgumentParser:
     """The ``sea-pyg`` argument parser (``train_epilog``: text after ``train --help``)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="sea-pyg", description="SEA and multimodal recommendation baselines on PyG."
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

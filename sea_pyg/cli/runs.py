@@ -44,19 +44,21 @@ def find_results(folders: list[str]) -> list[Path]:
 
 
 def _status(res: dict[str, Any]) -> str:
-    if isinstance(res.get("status"), str):
-        return res["status"]
-    if "wall_seconds" not in res:
-        return "unfinished"
-    reason = str(res.get("stop_reason", "finished"))
-    return reason.split(":")[0]
+    """``running`` / ``interrupted`` (as ``results.json`` says), ``unfinished`` (no end time),
+    else why the run stopped: ``early stop``, ``epoch cap``, ``non-finite loss ...``."""
+    status = res.get("status")
+    finished = "wall_seconds" in res if status is None else status in ("finished", "done")
+    if not finished:
+        return str(status or "unfinished")
+    return str(res.get("stop_reason") or "finished").split(":")[0]
 
 
 def _seconds(res: dict[str, Any]) -> float | None:
-    if isinstance(res.get("wall_seconds"), (int, float)):
+    if _num(res.get("wall_seconds")) is not None:
         return float(res["wall_seconds"])
-    times = [h.get("train_time", 0.0) + h.get("eval_time", 0.0) for h in res.get("history", [])
-             if isinstance(h, dict)]
+    history = res.get("history") if isinstance(res.get("history"), list) else []
+    times = [(_num(h.get("train_time")) or 0.0) + (_num(h.get("eval_time")) or 0.0)
+             for h in history if isinstance(h, dict)]
     return float(sum(times)) if times else None
 
 
@@ -72,6 +74,27 @@ def _fmt_seconds(s: float | None) -> str:
     return f"{h}h{m:02d}m"
 
 
+def _num(value: Any) -> int | float | None:
+    """A number of ``results.json``, ``None`` for anything else (missing, text, ...)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def _run_name(folder: Path, bases: list[Path]) -> str:
+    """``folder`` relative to the searched folder that holds it (prefixed with that folder when
+    several were searched)."""
+    for base in bases:
+        try:
+            rel = folder.resolve().relative_to(base.resolve())
+        except ValueError:
+            continue
+        if len(bases) > 1:
+            return str(base / rel)
+        return str(base) if rel == Path(".") else str(rel)
+    return str(folder)
+
+
 def run_rows(files: list[Path], base: list[str], metrics: list[str]) -> tuple[list[dict], list]:
     """One row per readable ``results.json`` (values, not text) and ``(file, reason)`` for each
     unreadable one."""
@@ -82,33 +105,30 @@ def run_rows(files: list[Path], base: list[str], metrics: list[str]) -> tuple[li
     for file in files:
         try:
             res = json.loads(file.read_text(encoding="utf-8"))
-            if not isinstance(res, dict) or "model" not in res:
-                raise ValueError("not a sea_pyg results.json (no 'model')")
-        except (OSError, ValueError) as exc:
-            skipped.append((file, first_line(exc)))
+        except json.JSONDecodeError as exc:
+            skipped.append((file, f"not valid JSON ({exc})"))
             continue
-        folder = file.parent
-        name = str(folder)
-        for b in bases:
-            if b.is_dir() and folder.resolve().is_relative_to(b.resolve()):
-                rel = folder.resolve().relative_to(b.resolve())
-                name = str(b / rel) if len(bases) > 1 else (str(rel) if str(rel) != "." else
-                                                             str(b))
-                break
-        model = res.get("model") or {}
+        except (OSError, UnicodeDecodeError) as exc:
+            skipped.append((file, f"cannot read it ({first_line(exc)})"))
+            continue
+        if not isinstance(res, dict) or "model" not in res:
+            skipped.append((file, "not a results.json of sea-pyg train (no 'model')"))
+            continue
+        model = res.get("model")
+        config = res.get("config")
         row: dict[str, Any] = {
-            "run": name,
-            "model": model.get("name", "?") if isinstance(model, dict) else str(model),
-            "data": res.get("dataset", "?"),
-            "seed": (res.get("config") or {}).get("seed"),
+            "run": _run_name(file.parent, bases),
+            "model": str(model.get("name", "?")) if isinstance(model, dict) else "?",
+            "data": str(res.get("dataset", "?")),
+            "seed": _num(config.get("seed")) if isinstance(config, dict) else None,
             "status": _status(res),
-            "epochs": res.get("epochs_run"),
-            "best": res.get("best_epoch"),
+            "epochs": _num(res.get("epochs_run")),
+            "best": _num(res.get("best_epoch")),
         }
         for split, key in (("valid", "best_valid"), ("test", "test")):
-            values = res.get(key) or {}
+            values = res.get(key) if isinstance(res.get(key), dict) else {}
             for m in metrics:
-                row[f"{split} {m}"] = values.get(m)
+                row[f"{split}:{m}"] = _num(values.get(m))
         row["time"] = _seconds(res)
         rows.append(row)
     return rows, skipped
@@ -151,7 +171,7 @@ def format_table(rows: list[dict], columns: list[str], fmt: str) -> str:
 
 def _sort(rows: list[dict], column: str, reverse: bool) -> list[dict]:
     """Metrics best first (largest), time fastest first, the rest ascending; missing last."""
-    descending = " " in column  # a metric column: "test recall@20"
+    descending = ":" in column  # a metric column: "test:recall@20"
     present = [r for r in rows if r[column] is not None]
     missing = [r for r in rows if r[column] is None]
     key = (lambda r: r[column]) if column not in ("run", "model", "data", "status") else (
@@ -171,7 +191,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
                 f"--metrics: {m!r} is not a metric; use NAME@K with NAME one of "
                 f"{', '.join(METRICS)} (e.g. recall@20)"
             )
-    columns = [*COLUMNS, *(f"{s} {m}" for s in ("valid", "test") for m in metrics), *TAIL]
+    columns = [*COLUMNS, *(f"{s}:{m}" for s in ("valid", "test") for m in metrics), *TAIL]
     files = find_results(args.dirs)
     rows, skipped = run_rows(files, args.dirs, metrics)
     for file, reason in skipped:
@@ -183,13 +203,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
         )
     if args.sort:
         wanted = args.sort.strip()
-        choices = {c.replace(" ", ":"): c for c in columns} | {c: c for c in columns}
-        choices |= {m: f"test {m}" for m in metrics}
+        choices = {c: c for c in columns} | {m: f"test:{m}" for m in metrics}
         if wanted not in choices:
             raise UserError(
-                f"--sort {wanted!r}: not a column; choose from "
-                f"{', '.join(c.replace(' ', ':') for c in columns)} (a bare metric sorts by "
-                "its test value)"
+                f"--sort {wanted!r}: not a column; choose from {', '.join(columns)} (a bare "
+                "metric sorts by its test value)"
             )
         rows = _sort(rows, choices[wanted], args.reverse)
     elif args.reverse:
