@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from sea_pyg.cli import main
 from sea_pyg.data import load_synthetic
@@ -104,6 +105,13 @@ def test_quick_start_trains_sea_beside_lightgcn(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs" / "lightgcn-tiny-seed999" / "results.json").is_file()
     res = json.loads((tmp_path / "runs" / "sea-tiny-seed999" / "results.json").read_text())
     assert res["model"]["name"] == "sea" and res["config"]["lr"] == 0.001
+    # each run's config.yaml names the data and the quick start's settings explicitly
+    config = yaml.safe_load((tmp_path / "runs" / "sea-tiny-seed999" / "config.yaml").read_text())
+    assert (config["synthetic"], config["lr"], config["epochs"]) == ("tiny", 0.001, 1)
+    assert "compare" not in config and config["set"]["club_steps"] == 2
+    config = yaml.safe_load(
+        (tmp_path / "runs" / "lightgcn-tiny-seed999" / "config.yaml").read_text())
+    assert (config["model"], config["lr"], config["epochs"]) == ("lightgcn", 0.001, 1)
 
 
 def test_explicit_data_uses_the_model_defaults(tmp_path, capsys):

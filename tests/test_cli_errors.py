@@ -66,7 +66,8 @@ def _error(argv, capsys) -> str:
          "'num_layers'?); it takes embedding_dim, num_layers, reg_weight"),
         (["--model", "lightgcn", "--set", "num_layers=two"],
          "--set num_layers=two: num_layers takes an integer (default 2), got the text 'two'"),
-        (["--model", "lightgcn", "--set", "num_layers=2.5"], "takes an integer (default 2), got 2.5"),
+        (["--model", "lightgcn", "--set", "num_layers=2.5"],
+         "takes an integer (default 2), got 2.5"),
         (["--model", "freedom", "--set", "knn_weights=[1, 2]"],
          "knn_weights takes a JSON object (e.g. {\"image\": 0.1, \"text\": 0.9}) or null "
          "(default null), got [1, 2]"),
