@@ -227,10 +227,11 @@ def resolved_config_yaml(
 
     from sea_pyg import __version__
 
+    where = Path(config.output_dir) / CONFIG_FILE if config.output_dir else Path(CONFIG_FILE)
     header = (
         f"# written by sea-pyg {__version__}: the complete settings of this run.\n"
-        f"# `sea-pyg train --config {CONFIG_FILE} --out NEW_FOLDER` reruns it; flags given\n"
-        "# with --config win over this file.\n"
+        f"# `sea-pyg train --config {where} --out NEW_FOLDER` reruns it;\n"
+        "# flags given with --config win over this file.\n"
     )
     settings = resolved_config(parser, args, info, config, data_args)
     return header + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True)

@@ -145,10 +145,9 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     except (ValueError, OSError) as exc:
         raise UserError(in_flag_words(str(exc), flags)) from None
     except KeyboardInterrupt:
-        raise UserError(
-            f"interrupted; the last finished epoch is saved in {out}: continue with the same "
-            "command plus --resume"
-        ) from None
+        print(f"sea-pyg train: interrupted; {out} keeps the last finished epoch: the same "
+              "command plus --resume continues", file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
     _write_run_config(Path(out), text, finished=True)
     return results, info, config
 
