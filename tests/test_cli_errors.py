@@ -186,6 +186,9 @@ def test_message_translation():
         "--resume needs --out; drop --resume")
     assert in_flag_words("config.epochs is 0", flags) == "--epochs is 0"
     assert in_flag_words("x=True stays", flags) == "x=True stays"  # not a flag: unchanged
+    hp = {**flags, "club_shared": "--set club_shared", "dropout": "--set dropout"}
+    assert in_flag_words("`dropout` must lie in [0, 1); use club_shared=True", hp) == (
+        "--set dropout must lie in [0, 1); use --set club_shared=true")
     assert in_flag_words("TrainConfig.topk: cut-off 50", flags) == (
         "the metric cut-offs (10, 20 and the one of --valid-metric): cut-off 50")
 
@@ -198,6 +201,9 @@ def test_errors_after_loading_name_the_flags(tmp_path, monkeypatch, capsys):
     line = _error([*base, "--model", "mf", "--valid-metric", "recall@50"], capsys)
     assert line.endswith("the metric cut-offs (10, 20 and the one of --valid-metric): cut-off 50 "
                          "exceeds the number of items 40")
+    # a value the constructor refuses (checked with the data): named as typed
+    line = _error([*base, "--model", "freedom", "--set", "dropout=1.5"], capsys)
+    assert line.endswith("--model freedom: --set dropout must lie in [0, 1), got 1.5")
     assert main([*base, "--model", "mf", "--epochs", "1"]) == 0
     line = _error([*base, "--model", "lightgcn", "--epochs", "1", "--resume"], capsys)
     assert "resume=" not in line and "TrainConfig" not in line

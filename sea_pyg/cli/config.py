@@ -17,6 +17,7 @@ from typing import Any
 
 from sea_pyg.cli.checks import close_names
 from sea_pyg.cli.errors import UserError, first_line
+from sea_pyg.cli.hparams import plain
 
 __all__ = [
     "CONFIG_FILE",
@@ -119,7 +120,7 @@ def _scalar(action: argparse.Action, value: Any, where: str) -> Any:
         raise UserError(f"{where}: {first_line(exc)}") from None
 
 
-def _value(action: argparse.Action, key: str, value: Any, where: str) -> Any:
+def _value(action: argparse.Action, value: Any, where: str) -> Any:
     """The config value of ``action`` as argparse would have stored the flag's value."""
     if value is None:
         return action.default
@@ -163,7 +164,7 @@ def apply_config(parser: argparse.ArgumentParser, path: str | Path) -> dict[str,
                 f"--config {path}: unknown key {key!r}{close_names(str(key), known)}; the keys "
                 f"are the flags of `sea-pyg train` without dashes: {', '.join(known)}"
             )
-        values[action.dest] = _value(action, str(key), value, f"--config {path}: {key}")
+        values[action.dest] = _value(action, value, f"--config {path}: {key}")
     parser.set_defaults(**values)
     return values
 
@@ -173,16 +174,6 @@ def training_fields() -> set[str]:
     from sea_pyg.train import TrainConfig
 
     return {f.name for f in fields(TrainConfig)}
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return str(value)
 
 
 def resolved_config(
@@ -210,10 +201,10 @@ def resolved_config(
         else:
             value = getattr(args, dest, None)
         if value is not None:
-            out[dest] = _plain(value)
+            out[dest] = plain(value)
     if getattr(args, "imports", None):
         out["imports"] = list(args.imports)
-    out["set"] = _plain(info["hparams"])
+    out["set"] = plain(info["hparams"])
     return out
 
 

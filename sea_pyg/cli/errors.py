@@ -43,7 +43,8 @@ def in_flag_words(message: str, flags: Mapping[str, str]) -> str:
     Args:
         message: An error message of :class:`~sea_pyg.train.TrainConfig`,
             :class:`~sea_pyg.train.Trainer`, ...
-        flags: ``{setting name: flag}``, e.g. ``{"epochs": "--epochs", "output_dir": "--out"}``.
+        flags: ``{setting name: flag}``, e.g. ``{"epochs": "--epochs", "output_dir": "--out",
+            "dropout": "--set dropout"}``.
 
     ``TrainConfig.epochs`` / ``config.epochs`` / ```epochs``` become ``--epochs``; ``pass
     resume=True`` becomes ``pass --resume`` and ``(pass) resume=False`` ``drop --resume``. Names
@@ -58,6 +59,8 @@ def in_flag_words(message: str, flags: Mapping[str, str]) -> str:
         name, value = match.group(2), match.group(3)
         if name not in flags:
             return match.group(0)
+        if flags[name].startswith("--set "):  # a hyper-parameter: --set KEY=true
+            return f"{match.group(1) or ''}{flags[name]}={value.lower()}"
         if value == "False":
             return f"drop {flags[name]}"
         return f"pass {flags[name]}" if match.group(1) else flags[name]

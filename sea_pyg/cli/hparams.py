@@ -23,6 +23,8 @@ __all__ = [
     "hparam_sources",
     "hparam_annotation",
     "describe_type",
+    "short_type",
+    "plain",
     "arg_docs",
     "hparam_doc",
     "plain_rst",
@@ -92,7 +94,7 @@ def check_hparams(
         except _Mismatch:
             raise UserError(
                 f"--set {key}={raw}: {key} takes {describe_type(ann, defaults[key])} "
-                f"(default {json.dumps(_plain(defaults[key]))}), got {_what(value)}"
+                f"(default {json.dumps(plain(defaults[key]))}), got {_what(value)}"
             ) from None
     return out
 
@@ -268,11 +270,13 @@ def _what(value: Any) -> str:
     return json.dumps(value)
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
+    """``value`` as plain JSON / YAML data: mappings to dicts, tuples to lists, other objects
+    to their text."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     return str(value)

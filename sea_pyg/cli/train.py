@@ -122,7 +122,8 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     try:
         model, info, _ = build_model(name, data, **hparams)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"--model {name}: {in_flag_words(str(exc), flags)}") from None
+        words = {**flags, **{k: f"--set {k}" for k in spec.defaults}}
+        raise UserError(f"--model {name}: {in_flag_words(str(exc), words)}") from None
     try:
         trainer = Trainer(model, data, config, model_info=info)
     except (ValueError, OSError) as exc:
