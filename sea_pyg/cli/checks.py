@@ -183,6 +183,6 @@ def check_output_folder(path: str | os.PathLike, what: str | None = None) -> Pat
         reason = exc.strerror or first_line(exc)
         raise UserError(
             f"{what}: cannot write there: creating a file in {existing} failed ({reason}); "
-            "pass another --out"
+            "choose another folder"
         ) from None
     return path
