@@ -39,6 +39,9 @@ def test_docstring_markup_becomes_plain_text():
         "λ of ItemKNNGraph (n_layers)")
     assert plain_rst(r"Propagations :math:`L_{mm}` over :math:`\mathbf{S}`") == (
         "Propagations L_mm over S")
+    text = r"over :math:`\hat{\mathbf{S}}^m` with :math:`\boldsymbol{\theta}`, **zero** grads"
+    assert plain_rst(text) == "over S^m with θ, zero grads"
+    assert plain_rst(r":math:`N \times N`, :math:`\lambda_E`") == "N × N, λ_E"
 
 
 def test_papers_come_from_the_model_files():

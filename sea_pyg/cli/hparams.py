@@ -332,14 +332,19 @@ def plain_rst(text: str) -> str:
     def role(match: re.Match) -> str:
         kind, body = match.group(1), match.group(2)
         if kind == "math":
-            body = re.sub(r"\\(?:mathbf|mathrm|operatorname|text|mathcal)\{([^{}]*)\}", r"\1",
-                          body)
+            while True:  # \hat{\mathbf{S}} -> S, innermost first
+                done = re.sub(r"\\(?:mathbf|mathrm|mathcal|operatorname|text|boldsymbol|hat|"
+                              r"widehat|tilde|bar)\{([^{}]*)\}", r"\1", body)
+                if done == body:
+                    break
+                body = done
             body = re.sub(r"\\([A-Za-z]+)", lambda m: _GREEK.get(m.group(1), m.group(1)), body)
             return body.replace("{", "").replace("}", "")
         return body.lstrip("~").split(".")[-1] if body.startswith("~") else body
 
     text = re.sub(r":(\w+):`([^`]*)`", role, text)
     text = re.sub(r"``([^`]*)``", r"\1", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"\1", text)  # **bold**
     return re.sub(r"\s+", " ", text).strip()
 
 
