@@ -3,6 +3,7 @@ import sys
 
 import pytest
 import torch
+import yaml
 
 from sea_pyg.cli import main
 from sea_pyg.data import load_synthetic
@@ -87,10 +88,10 @@ def test_train_multimodal_baselines_from_the_cli(model, tmp_path, monkeypatch, c
 
 
 def test_quick_start_trains_sea_beside_lightgcn(tmp_path, monkeypatch, capsys):
-    import sea_pyg.cli as cli
+    from sea_pyg.cli import commands
 
     # the quick start uses the built-in data; use the tiny preset here to stay fast
-    monkeypatch.setattr(cli, "DEFAULT_SYNTHETIC", "tiny")
+    monkeypatch.setattr(commands, "DEFAULT_SYNTHETIC", "tiny")
     monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
     assert main(["train", "--epochs", "1", "--no-progress", "--set", "club_steps=2"]) == 0
@@ -104,6 +105,13 @@ def test_quick_start_trains_sea_beside_lightgcn(tmp_path, monkeypatch, capsys):
     assert (tmp_path / "runs" / "lightgcn-tiny-seed999" / "results.json").is_file()
     res = json.loads((tmp_path / "runs" / "sea-tiny-seed999" / "results.json").read_text())
     assert res["model"]["name"] == "sea" and res["config"]["lr"] == 0.001
+    # each run's config.yaml names the data and the quick start's settings explicitly
+    config = yaml.safe_load((tmp_path / "runs" / "sea-tiny-seed999" / "config.yaml").read_text())
+    assert (config["synthetic"], config["lr"], config["epochs"]) == ("tiny", 0.001, 1)
+    assert "compare" not in config and config["set"]["club_steps"] == 2
+    config = yaml.safe_load(
+        (tmp_path / "runs" / "lightgcn-tiny-seed999" / "config.yaml").read_text())
+    assert (config["model"], config["lr"], config["epochs"]) == ("lightgcn", 0.001, 1)
 
 
 def test_explicit_data_uses_the_model_defaults(tmp_path, capsys, monkeypatch):
@@ -214,4 +222,5 @@ def test_import_failure_is_a_clean_error(source, error, user_modules):
         user_modules(name, source)
     with pytest.raises(SystemExit) as exc:
         main(["train", "--import", name, "--model", "mf", "--synthetic", "tiny"])
-    assert str(exc.value) == f"sea-pyg: --import {name}: {error}"
+    assert str(exc.value) == f"sea-pyg train: error: --import {name}: {error}"
+    assert exc.value.code == 2
