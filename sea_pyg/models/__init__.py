@@ -13,6 +13,7 @@ from sea_pyg.models.base import (
 )
 from sea_pyg.models.bm3 import BM3
 from sea_pyg.models.freedom import FREEDOM
+from sea_pyg.models.lgmrec import LGMRec
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.plugin import WithSeparateLearning
@@ -47,4 +48,5 @@ __all__ = [
     "FREEDOM",
     "BM3",
     "SEA",
+    "LGMRec",
 ]
