@@ -14,6 +14,7 @@ from sea_pyg.nn.graph import (
 )
 from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
+from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, cosine_topk
 from sea_pyg.nn.losses import (
     CLUB,
     BPRLoss,
@@ -31,6 +32,7 @@ from sea_pyg.nn.losses import (
     solosim_loss,
 )
 from sea_pyg.nn.separate import SeparateLearning
+from sea_pyg.nn.weighted_knn import weighted_knn_adjacency
 
 __all__ = [
     "bipartite_norm_adj",
@@ -44,6 +46,8 @@ __all__ = [
     "knn_adjacency",
     "ItemKNNGraph",
     "image_weighted_mix",
+    "weighted_knn_adjacency",
+    "cosine_topk", "WeightedGraph", "LearnedItemGraph",
     "AuxiliaryEstimator",
     "GradientStep",
     "bpr_loss",
