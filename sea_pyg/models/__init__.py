@@ -14,6 +14,7 @@ from sea_pyg.models.base import (
 from sea_pyg.models.bm3 import BM3
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lattice import LATTICE
+from sea_pyg.models.lgmrec import LGMRec
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
@@ -51,4 +52,5 @@ __all__ = [
     "MGCN",
     "LATTICE",
     "SEA",
+    "LGMRec",
 ]

@@ -12,16 +12,19 @@ from sea_pyg.nn.graph import (
     degree_sensitive_edge_weights,
     unique_edges,
 )
+from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
 from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, cosine_topk
 from sea_pyg.nn.losses import (
     CLUB,
     BPRLoss,
+    CandidateInfoNCE,
     EmbLoss,
     InfoNCE,
     NegativeL2,
     SoloSimLoss,
     bpr_loss,
+    candidate_info_nce_loss,
     club_gradient_step,
     emb_loss,
     info_nce_loss,
@@ -63,4 +66,8 @@ __all__ = [
     "ProjectionHead",
     "linear_then_consumers",
     "SeparateLearning",
+    "gumbel_softmax",
+    "HypergraphPropagation",
+    "candidate_info_nce_loss",
+    "CandidateInfoNCE",
 ]

@@ -13,6 +13,8 @@ r"""Losses for multimodal recommendation and the SEA mutual-information terms.
   (SEA variants with InfoNCE alignment).
 * :func:`negative_l2_loss` / :class:`NegativeL2`: the negative squared distance (SEA variants with
   NegativeL2 distancing).
+* :func:`candidate_info_nce_loss` / :class:`CandidateInfoNCE`: InfoNCE of a batch of anchors against
+  a whole candidate table (LGMRec's hypergraph contrastive loss), dense or row-chunked.
 
 Every loss takes the dtype and device of its inputs and returns a scalar tensor.
 
@@ -24,6 +26,7 @@ One concept per module: :mod:`~sea_pyg.nn.losses.ranking` (BPR, embedding regula
 public names are re-exported here.
 """
 
+from sea_pyg.nn.losses.candidates import CandidateInfoNCE, candidate_info_nce_loss
 from sea_pyg.nn.losses.club import CLUB, CLUB_ESTIMATORS, club_gradient_step
 from sea_pyg.nn.losses.contrastive import InfoNCE, SoloSimLoss, info_nce_loss, solosim_loss
 from sea_pyg.nn.losses.distance import NegativeL2, negative_l2_loss
@@ -44,4 +47,6 @@ __all__ = [
     "InfoNCE",
     "negative_l2_loss",
     "NegativeL2",
+    "candidate_info_nce_loss",
+    "CandidateInfoNCE",
 ]
