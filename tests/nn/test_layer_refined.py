@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sea_pyg.nn import LayerRefinedPropagation, bipartite_norm_adj
 
@@ -78,6 +79,22 @@ def test_matches_dense_reference_values_and_gradients():
     plain = sum(torch.linalg.matrix_power(dense, k) @ x for k in (1, 2, 3))
     g_plain = torch.autograd.grad((plain * w).sum(), x)[0]
     assert not torch.allclose(g_out, g_plain, atol=1e-3)
+
+
+def test_weights_are_torch_cosine_similarity():
+    gen = torch.Generator().manual_seed(1)
+    edges = torch.stack(
+        [torch.randint(0, 5, (9,), generator=gen), torch.randint(0, 4, (9,), generator=gen)]
+    )
+    adj = bipartite_norm_adj(edges, 5, 4, dtype=torch.float64)
+    x = torch.randn(9, 3, dtype=torch.float64, generator=gen)
+    x[2] *= 1e-3  # small rows too
+    prop = LayerRefinedPropagation(2)
+    layers, weights = prop.layers(x, adj)
+    h1 = adj @ x
+    assert torch.allclose(weights[0], F.cosine_similarity(h1, x, dim=-1), atol=1e-12)
+    h2 = adj @ layers[0]
+    assert torch.allclose(weights[1], F.cosine_similarity(h2, x, dim=-1), atol=1e-12)
 
 
 def test_isolated_nodes_get_zero_rows_not_nan():
