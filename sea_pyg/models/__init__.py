@@ -15,9 +15,11 @@ from sea_pyg.models.bm3 import BM3
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lattice import LATTICE
 from sea_pyg.models.lgmrec import LGMRec
+from sea_pyg.models.layergcn import LayerGCN
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
+from sea_pyg.models.mmgcn import MMGCN
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -53,4 +55,6 @@ __all__ = [
     "LATTICE",
     "SEA",
     "LGMRec",
+    "LayerGCN",
+    "MMGCN",
 ]

@@ -14,6 +14,7 @@ from sea_pyg.nn.graph import (
 )
 from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
+from sea_pyg.nn.layer_refined import LayerRefinedPropagation
 from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, cosine_topk
 from sea_pyg.nn.losses import (
     CLUB,
@@ -31,6 +32,7 @@ from sea_pyg.nn.losses import (
     negative_l2_loss,
     solosim_loss,
 )
+from sea_pyg.nn.neighbour_conv import NeighbourConv, bipartite_adjacency
 from sea_pyg.nn.separate import SeparateLearning
 from sea_pyg.nn.weighted_knn import weighted_knn_adjacency
 
@@ -70,4 +72,7 @@ __all__ = [
     "HypergraphPropagation",
     "candidate_info_nce_loss",
     "CandidateInfoNCE",
+    "LayerRefinedPropagation",
+    "NeighbourConv",
+    "bipartite_adjacency",
 ]
