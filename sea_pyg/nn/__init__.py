@@ -28,6 +28,7 @@ from sea_pyg.nn.losses import (
     solosim_loss,
 )
 from sea_pyg.nn.separate import SeparateLearning
+from sea_pyg.nn.user_graph import UserCooccurrenceGraph, user_cooccurrence_graph
 
 __all__ = [
     "bipartite_norm_adj",
@@ -59,4 +60,6 @@ __all__ = [
     "ProjectionHead",
     "linear_then_consumers",
     "SeparateLearning",
+    "user_cooccurrence_graph",
+    "UserCooccurrenceGraph",
 ]
