@@ -12,6 +12,8 @@ from sea_pyg.models.base import (
     hyperparameters,
 )
 from sea_pyg.models.bm3 import BM3
+from sea_pyg.models.dragon import DRAGON
+from sea_pyg.models.dualgnn import DualGNN
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
@@ -47,4 +49,6 @@ __all__ = [
     "FREEDOM",
     "BM3",
     "SEA",
+    "DualGNN",
+    "DRAGON",
 ]
