@@ -24,6 +24,12 @@ __all__ = ["DRAGON"]
     "DRAGON: DualGNN's heterogeneous graphs + user co-occurrence graph + frozen item kNN graph, "
     "concatenated modalities (MMRec; SEA's backbone)",
     train_defaults={"lr": 1e-4},
+    sea_preset=(
+        "DRAGON + SEA's separate learning on the item MLP rows H^m (64-d, they feed the GCNs; "
+        "SEA itself splits a learned F_m x F_m transform of the raw features instead); CLUB "
+        "learning rate 1e-4, the model's",
+        {"club_lr": 1e-4},
+    ),
 )
 class DRAGON(DualGNN):
     r"""DRAGON: dual representations from heterogeneous and homogeneous graphs.

@@ -33,6 +33,11 @@ FUSIONS = ("mmrec", "weighted_sum", "concat")
     "DualGNN: per-modality user-item GCNs, per-user modality weights, user co-occurrence graph "
     "(MMRec)",
     train_defaults={"lr": 1e-4},
+    sea_preset=(
+        "DualGNN + SEA's separate learning on the item MLP rows H^m (64-d, they feed the GCNs); "
+        "CLUB learning rate 1e-4, the model's",
+        {"club_lr": 1e-4},
+    ),
 )
 class DualGNN(MultimodalRecommender):
     r"""DualGNN: per-modality user-item GCNs fused per user, plus a user co-occurrence graph.

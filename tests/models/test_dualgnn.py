@@ -191,7 +191,7 @@ def test_sea_plugin_trains_on_the_item_rows(tiny_data):
     model, info, defaults = build_model(
         "dualgnn+sea", tiny_data, embedding_dim=8, hidden_dim=16, club_steps=2
     )
-    assert defaults == {"lr": 1e-4}
+    assert defaults == {"lr": 1e-4} and info["hparams"]["club_lr"] == 1e-4  # the model's lr
     out = model.host.forward_train(torch.tensor([[0], [1], [2]]), all_modal_items=True)
     reps = model.host.modal_item_representations()
     assert out.modal_items is None
