@@ -12,6 +12,8 @@ from sea_pyg.models.base import (
     hyperparameters,
 )
 from sea_pyg.models.bm3 import BM3
+from sea_pyg.models.dragon import DRAGON
+from sea_pyg.models.dualgnn import DualGNN
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lattice import LATTICE
 from sea_pyg.models.lgmrec import LGMRec
@@ -57,4 +59,6 @@ __all__ = [
     "LGMRec",
     "LayerGCN",
     "MMGCN",
+    "DualGNN",
+    "DRAGON",
 ]

@@ -90,11 +90,16 @@ class ModalGCNEncoder(nn.Module):
         """Item rows ``H`` from the first MLP layer's output (before normalisation)."""
         return self.mlp_out(F.leaky_relu(hidden, self.negative_slope))
 
-    def forward_from_hidden(self, hidden: Tensor, adj: Tensor) -> Tensor:
-        x = torch.cat([self.preference, self.item_embedding(hidden)], dim=0)
+    def forward_from_items(self, items: Tensor, adj: Tensor) -> Tensor:
+        """Propagation from given item rows ``H`` ``(N, d)`` (e.g. :meth:`item_embedding`'s
+        output, kept by a caller that also needs it)."""
+        x = torch.cat([self.preference, items], dim=0)
         if self.normalize:
             x = F.normalize(x, dim=-1)
         return self.propagation(x, adj)
+
+    def forward_from_hidden(self, hidden: Tensor, adj: Tensor) -> Tensor:
+        return self.forward_from_items(self.item_embedding(hidden), adj)
 
     def forward(self, features: Tensor, adj: Tensor) -> Tensor:
         return self.forward_from_hidden(self.mlp(features), adj)
