@@ -205,8 +205,12 @@ def test_errors_after_loading_name_the_flags(tmp_path, monkeypatch, capsys):
     line = _error([*base, "--model", "freedom", "--set", "dropout=1.5"], capsys)
     assert line.endswith("--model freedom: --set dropout must lie in [0, 1), got 1.5")
     assert main([*base, "--model", "mf", "--epochs", "1"]) == 0
-    line = _error([*base, "--model", "lightgcn", "--epochs", "1", "--resume"], capsys)
-    assert "resume=" not in line and "TrainConfig" not in line
+    with pytest.raises(CommandError) as exc:  # the refusal lists each difference, one a line
+        main([*base, "--model", "lightgcn", "--epochs", "1", "--resume"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.startswith("sea-pyg train: error: cannot resume")
+    assert "model: 'mf' -> 'lightgcn'" in err and "--allow-changes model" in err
+    assert "resume=" not in err and "TrainConfig" not in err and "allow_changes=" not in err
     assert json.loads((tmp_path / "run" / "results.json").read_text())["model"]["name"] == "mf"
 
 

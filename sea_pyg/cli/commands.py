@@ -8,6 +8,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 from sea_pyg.cli.checks import check_device, check_output_folder
@@ -128,14 +129,21 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_recommend(args: argparse.Namespace) -> int:
-    from sea_pyg.train import load_model, recommend
+    from sea_pyg.train import UnfinishedRunWarning, load_model, recommend
 
     check_device(args.device)
     if not Path(args.run).exists():
         raise UserError(f"--run: no checkpoint at {args.run} (no such file or folder)")
     data = load_data(args)
     try:
-        model = load_model(args.run, data, device=args.device)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", UnfinishedRunWarning)
+            model = load_model(args.run, data, device=args.device)
+        for w in caught:
+            if issubclass(w.category, UnfinishedRunWarning):
+                print(f"sea-pyg recommend: note: {w.message}", file=sys.stderr, flush=True)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         recs = recommend(
             model, data, args.users, k=args.k, exclude=args.exclude, internal_ids=args.internal_ids
         )

@@ -34,7 +34,10 @@ CONFIG_FILE = "config.yaml"
 
 #: Flags that are not settings of a run: actions and output verbosity. They are accepted in a
 #: config file but not written to ``config.yaml``.
-NOT_SETTINGS = ("config", "help", "resume", "overwrite", "quiet", "no_progress", "compare", "sea")
+NOT_SETTINGS = (
+    "config", "help", "resume", "overwrite", "allow_changes", "quiet", "no_progress", "compare",
+    "sea",
+)
 
 #: Settings of :class:`~sea_pyg.train.TrainConfig` whose flag has another name.
 FIELD_OF_DEST = {"out": "output_dir"}

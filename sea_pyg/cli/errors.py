@@ -47,8 +47,10 @@ def in_flag_words(message: str, flags: Mapping[str, str]) -> str:
             "dropout": "--set dropout"}``.
 
     ``TrainConfig.epochs`` / ``config.epochs`` / ```epochs``` become ``--epochs``; ``pass
-    resume=True`` becomes ``pass --resume`` and ``(pass) resume=False`` ``drop --resume``. Names
-    without a flag are described in words (``TrainConfig.topk`` -> the metric cut-offs ...).
+    resume=True`` becomes ``pass --resume`` and ``(pass) resume=False`` ``drop --resume``; where
+    the library names both (``overwrite=True (--overwrite)``, ``(output_dir, --out)``) only the
+    flag stays. Names without a flag are described in words (``TrainConfig.topk`` -> the metric
+    cut-offs ...).
     """
 
     def setting(match: re.Match) -> str:
@@ -65,6 +67,14 @@ def in_flag_words(message: str, flags: Mapping[str, str]) -> str:
             return f"drop {flags[name]}"
         return f"pass {flags[name]}" if match.group(1) else flags[name]
 
+    def both(match: re.Match) -> str:  # "epochs=5 (--epochs)": the library names both
+        value, flag = match.group(2), match.group(3)
+        if value in ("True", "False") or " " in flag or value.startswith("("):
+            return flag
+        return f"{flag} {value}"
+
+    message = re.sub(r"\b([A-Za-z_]\w*)=(\([^)]*\)|[^\s()]+) \((--[^)]+)\)", both, message)
+    message = re.sub(r"\(([A-Za-z_]\w*), (--[\w-]+)\)", r"(\2)", message)
     message = re.sub(r"\b(?:TrainConfig|config)\.([A-Za-z_]\w*)", setting, message)
     message = re.sub(
         r"(\b(?:pass|set|use|with) )?`{0,2}\b([A-Za-z_]\w*)=(True|False)\b`{0,2}", boolean, message

@@ -91,7 +91,21 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
     o = t.add_argument_group("output")
     o.add_argument("--out", metavar="FOLDER",
                    help="output folder (default runs/<model>-<dataset>-seed<seed>)")
-    o.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    o.add_argument(
+        "--resume", action="store_true",
+        help="continue the run in OUT; model, settings and data must match (see "
+        "--allow-changes); raise --epochs to extend a run that stopped at its cap; a finished "
+        "run is left unchanged",
+    )
+    o.add_argument("--overwrite", action="store_true",
+                   help="replace the run that OUT holds (excludes --resume)")
+    o.add_argument(
+        "--allow-changes", nargs="+", metavar="NAME",
+        help="with --resume: settings that may differ from the checkpoint's (seed lr "
+        "batch_size weight_decay patience valid_metric topk metrics model model.<key> data)",
+    )
+    o.add_argument("--checkpoint-every", metavar="N", type=integer(1),
+                   help="write the resumable state every N epochs and at the end (default 1)")
     o.add_argument(
         "--compare",
         nargs="*",

@@ -97,14 +97,20 @@ def _check_data_flags(args: argparse.Namespace) -> None:
             )
 
 
-def _write_run_config(out: Path, text: str, finished: bool) -> None:
-    """Writes ``OUT/config.yaml``. Before training, a folder that already holds a run
-    (``results.json``) keeps its file: the trainer resumes it or refuses; the file is written
-    again when the run ends."""
-    from sea_pyg.io import atomic_write_text
+def _default_out(name: str, data: Any, args: argparse.Namespace) -> str:
+    """The run folder of a model that has no ``--out`` (a ``--compare`` model)."""
+    return str(Path("runs") / f"{name}-{getattr(data, 'name', 'data')}-seed{args.seed}")
 
-    if finished or not (out / "results.json").exists():
-        atomic_write_text(text, out / CONFIG_FILE)
+
+def _check_run_folder(out: str, args: argparse.Namespace, flags: dict[str, str]) -> None:
+    """Refuses, before any data is loaded or trained, a folder that holds a run (unless
+    --resume / --overwrite) or that another run is using."""
+    from sea_pyg.train import check_output_dir
+
+    try:
+        check_output_dir(out, resume=args.resume, overwrite=args.overwrite)
+    except ValueError as exc:
+        raise UserError(in_flag_words(str(exc), flags)) from None
 
 
 def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dict, dict, Any]:
@@ -114,8 +120,7 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     spec = MODELS[name]
     out = args.out if name == args.model else None
     if out is None:
-        dataset = getattr(data, "name", "data")
-        out = str(Path("runs") / f"{name}-{dataset}-seed{args.seed}")
+        out = _default_out(name, data, args)
         check_output_folder(out, f"the output folder {out} (default of --out)")
     config = _train_config(_config_kwargs(args, spec, overrides, out), flags)
     seed_everything(args.seed)
@@ -124,10 +129,6 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     except (TypeError, ValueError) as exc:
         words = {**flags, **{k: f"--set {k}" for k in spec.defaults}}
         raise UserError(f"--model {name}: {in_flag_words(str(exc), words)}") from None
-    try:
-        trainer = Trainer(model, data, config, model_info=info)
-    except (ValueError, OSError) as exc:
-        raise UserError(in_flag_words(str(exc), flags)) from None
     data_args = {
         "data": str(Path(args.data).resolve()) if args.data else None,
         "name": args.name,
@@ -135,9 +136,11 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
         "data_seed": args.data_seed if args.synthetic else None,
     }
     text = resolved_config_yaml(parser, args, info, config, data_args)
-    # TODO(lead): pass text as Trainer(..., run_files={CONFIG_FILE: text}) once the trainer
-    # claims run folders; then drop _write_run_config.
-    _write_run_config(Path(out), text, finished=False)
+    try:
+        # the trainer writes config.yaml once it has claimed the folder (lock, refusal checks)
+        trainer = Trainer(model, data, config, model_info=info, run_files={CONFIG_FILE: text})
+    except (ValueError, OSError) as exc:
+        raise UserError(in_flag_words(str(exc), flags)) from None
     if not args.quiet:
         print(f"\n== {info['name']}: lr {config.lr}, at most {config.epochs} epochs, "
               f"patience {config.patience} ==", flush=True)
@@ -149,7 +152,10 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
         print(f"sea-pyg train: interrupted; {out} keeps the last finished epoch: the same "
               "command plus --resume continues", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
-    _write_run_config(Path(out), text, finished=True)
+    if trainer.resumed == "finished":
+        print(f"sea-pyg train: the run in {out} had already finished "
+              f"({results.get('stop_reason', 'finished')}); nothing was trained or changed "
+              "(raise --epochs to extend a run that stopped at its cap)", flush=True)
     return results, info, config
 
 
@@ -177,6 +183,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     hparams = check_hparams(args.model, parse_sets(args.set), training_flags)
     if args.out is not None:
         check_output_folder(args.out)
+        _check_run_folder(args.out, args, flags)
     else:
         check_output_folder("runs", "the output folder runs/ (default of --out)")
     _check_data_flags(args)
@@ -201,6 +208,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = commands.load_data(args)
     if not args.quiet:
         print(describe(data), flush=True)
+    for name in compare:
+        _check_run_folder(_default_out(name, data, args), args, flags)
     rows = []
     for name in [args.model, *compare]:
         results, info, config = _train_one(

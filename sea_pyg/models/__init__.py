@@ -16,8 +16,8 @@ from sea_pyg.models.dragon import DRAGON
 from sea_pyg.models.dualgnn import DualGNN
 from sea_pyg.models.freedom import FREEDOM
 from sea_pyg.models.lattice import LATTICE
-from sea_pyg.models.lgmrec import LGMRec
 from sea_pyg.models.layergcn import LayerGCN
+from sea_pyg.models.lgmrec import LGMRec
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN

@@ -34,8 +34,8 @@ from sea_pyg.nn.losses import (
 )
 from sea_pyg.nn.neighbour_conv import NeighbourConv, bipartite_adjacency
 from sea_pyg.nn.separate import SeparateLearning
-from sea_pyg.nn.weighted_knn import weighted_knn_adjacency
 from sea_pyg.nn.user_graph import UserCooccurrenceGraph, user_cooccurrence_graph
+from sea_pyg.nn.weighted_knn import weighted_knn_adjacency
 
 __all__ = [
     "bipartite_norm_adj",

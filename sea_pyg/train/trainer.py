@@ -307,9 +307,10 @@ class Trainer:
             ckpt, self.config, self.model_info, self.dataset_meta, self.frozen
         )
         refused = refused_changes(diffs, self.config.allow_changes)
+        if refused:  # finished or not: this is another run than the one in the folder
+            raise RunFolderError(differences_message(ckpt["path"], diffs, refused))
         finished, reason = self._ended(ckpt)
         if finished and not (reason == "epoch cap" and self.config.epochs > done):
-            note = f" (this run's {', '.join(refused)} differ from it)" if refused else ""
             hint = (
                 "; to train it further, raise epochs (--epochs) above its cap"
                 if reason == "epoch cap" else ""
@@ -317,13 +318,10 @@ class Trainer:
             self._log(
                 f"resume: the run in {folder} already finished ({reason}) after {done} "
                 f"epoch(s), best epoch {ckpt.get('best_epoch')}: nothing to do, nothing "
-                f"changed{note}{hint}"
+                f"changed{hint}"
             )
-            if not refused:
-                self._restore(ckpt)
+            self._restore(ckpt)
             return "finished"
-        if refused:
-            raise RunFolderError(differences_message(ckpt["path"], diffs, refused))
         if self.config.epochs < done:
             raise RunFolderError(
                 f"cannot resume {folder} with epochs={self.config.epochs} (--epochs): it has "
