@@ -176,7 +176,8 @@ def test_damaged_checkpoint_is_a_message_naming_the_file(run, folder, tmp_path, 
         assert str(path) in str(err.value) and says in str(err.value)
         assert "weights_only" not in str(err.value)
     assert not (tmp_path / "ran").exists()  # the planted payload never ran
-    with pytest.raises(SystemExit, match=f"sea-pyg recommend: error: .*{path.name}.*{says.split()[0]}"):
+    message = f"sea-pyg recommend: error: .*{path.name}.*{says.split()[0]}"
+    with pytest.raises(SystemExit, match=message):
         main(["recommend", "--run", str(tmp_path), "--data", str(folder), "--users", "user1"])
 
 
