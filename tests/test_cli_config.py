@@ -35,7 +35,7 @@ def test_rerun_from_config_yaml_is_the_same_run(tmp_path):
         "model": "lightgcn", "synthetic": "tiny", "data_seed": 0, "epochs": 2, "lr": 0.001,
         "batch_size": 128, "weight_decay": 0.0, "patience": 20, "valid_metric": "recall@20",
         "eval_chunk_size": 4096, "seed": 999, "device": "cpu", "out": str(first.resolve()),
-        "checkpoint_every": 1,
+        "checkpoint_every": 1, "lr_schedule": [1.0, 50.0],
         "set": {"embedding_dim": 64, "num_layers": 1, "reg_weight": 0.0001},
     }
     assert main(["train", "--config", str(first / "config.yaml"), "--out", str(second),
@@ -84,6 +84,8 @@ def test_toml_config(tmp_path):
         ("lr: abc\n", ": lr: expected a number, got 'abc'"),
         ("batch_size: [1, 2]\n", ": batch_size: expected one value, got [1, 2]"),
         ("resume: yes please\n", ": resume: expected true or false, got \"yes please\""),
+        ("lr_schedule: 0.96\n", ": lr_schedule: expected a list of 2 values, got 0.96"),
+        ("lr_schedule: [0.96, x]\n", ": lr_schedule: expected a number, got 'x'"),
         ("set: 3\n", ": set: expected a mapping of hyper-parameters (key: value)"),
         ("- epochs\n", "expected a mapping of flags (key: value), got list"),
         ("epochs: [\n", "not valid YAML"),

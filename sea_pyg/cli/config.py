@@ -143,6 +143,12 @@ def _value(action: argparse.Action, value: Any, where: str) -> Any:
         if isinstance(action, argparse._AppendAction) and action.nargs in ("*", "+"):
             return [items]
         return items
+    if isinstance(action.nargs, int) and action.nargs > 1:  # e.g. --lr-schedule DECAY STEP
+        if not isinstance(value, list) or len(value) != action.nargs:
+            raise UserError(
+                f"{where}: expected a list of {action.nargs} values, got {json.dumps(value)}"
+            )
+        return [_scalar(action, v, where) for v in value]
     if action.choices is not None and value not in action.choices:
         raise UserError(f"{where}: {value!r} is not one of {list(action.choices)}")
     return _scalar(action, value, where)

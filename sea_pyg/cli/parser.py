@@ -74,6 +74,9 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
     g = t.add_argument_group("training (defaults: the MMRec protocol's, or the model's)")
     g.add_argument("--epochs", metavar="N", type=integer(1), help="epoch cap (default 1000)")
     g.add_argument("--lr", metavar="LR", type=number(0.0), help="learning rate (model default)")
+    g.add_argument("--lr-schedule", nargs=2, metavar=("DECAY", "STEP"), type=number(0.0),
+                   help="epoch e trains at lr * DECAY ** (e / STEP) (MMRec's "
+                   "learning_rate_scheduler; default 1 50, i.e. constant; model default)")
     g.add_argument("--batch-size", metavar="N", type=integer(1),
                    help="training batch size (default 2048)")
     g.add_argument("--weight-decay", metavar="WD", type=number(0.0, inclusive=True),

@@ -36,14 +36,14 @@ def _self_loop_rw_graph(edge_index: Tensor, num_users: int, num_items: int) -> W
 
 # MMRec LATTICE.yaml: embedding_size/feat_embed_dim 64, weight_size [64, 64] (2 user-item layers),
 # lambda_coeff 0.9, cf_model lightgcn, mess_dropout [0.1, 0.1] (NGCF only), n_layers 1, knn_k 10,
-# learning_rate_scheduler [0.96, 50] (not applied here: see docs/models.md); grid reg_weight
+# learning_rate_scheduler [0.96, 50] (train_defaults lr_schedule); grid reg_weight
 # {0, 1e-5, 1e-4, 1e-3}, learning_rate {1e-4, 5e-4, 1e-3, 5e-3}. Defaults: the authors' released
 # code for Baby (CRIPAC-DIG/LATTICE parser: lr 5e-4, regs[0] = 1e-5), both on MMRec's grid.
 @register_model(
     "lattice",
     "LATTICE: item-item graphs learned from the projected features, mixed with the frozen kNN "
     "graphs, plus LightGCN (MMRec)",
-    train_defaults={"lr": 5e-4},
+    train_defaults={"lr": 5e-4, "lr_schedule": (0.96, 50.0)},
 )
 class LATTICE(MultimodalRecommender):
     r"""LATTICE: item-item graphs mined from the modality features during training.

@@ -20,14 +20,15 @@ __all__ = ["MGCN"]
 
 
 # MMRec MGCN.yaml: embedding_size 64, n_ui_layers 2, n_layers 1, knn_k 10, reg_weight 1e-4,
-# learning_rate 1e-3, learning_rate_scheduler [0.96, 50] (not applied here: the trainer has no
-# scheduler), lambda_coeff 0.9 (never read by mgcn.py); grid cl_loss {0.001, 0.01, 0.1}.
+# learning_rate 1e-3, learning_rate_scheduler [0.96, 50] (train_defaults lr_schedule),
+# lambda_coeff 0.9 (never read by mgcn.py); grid cl_loss {0.001, 0.01, 0.1}.
 # Default cl_weight 0.01: the authors' released config (demonph10/MGCN, MGCN.yaml: cl_loss 0.01).
 # The InfoNCE temperature 0.2 is hard-coded in MMRec's calculate_loss (self.tau = 0.5 is unused).
 @register_model(
     "mgcn",
     "MGCN: behaviour-purified modality views on frozen weighted item kNN graphs, attention "
     "fusion, view-contrastive loss (MMRec MGCN)",
+    train_defaults={"lr_schedule": (0.96, 50.0)},
 )
 class MGCN(MultimodalRecommender):
     r"""MGCN: multi-view graph convolution with behaviour-guided purification.

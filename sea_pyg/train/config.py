@@ -14,6 +14,7 @@ __all__ = ["TrainConfig", "RESUME_CHECKED"]
 RESUME_CHECKED = (
     "seed",
     "lr",
+    "lr_schedule",
     "batch_size",
     "weight_decay",
     "patience",
@@ -31,6 +32,11 @@ class TrainConfig:
         epochs: Epoch cap (MMRec: 1000).
         batch_size: Training rows per mini-batch (MMRec: 2048).
         lr: Adam learning rate (MMRec default 1e-3; SEA 1e-4).
+        lr_schedule: MMRec's ``learning_rate_scheduler: [DECAY, STEP]``: epoch :math:`e`
+            (from 0) trains at ``lr * DECAY ** (e / STEP)`` (MMRec's ``LambdaLR``, stepped
+            after each epoch). The default ``(1.0, 50)`` keeps ``lr`` (MMRec's default);
+            LATTICE and MGCN use ``(0.96, 50)``. The auxiliary (CLUB) optimizers keep their own
+            constant rate, as in the official SEA code.
         weight_decay: Adam weight decay (MMRec: 0).
         patience: MMRec's ``stopping_step``: training stops after ``patience + 1``
             consecutive evaluations without strict improvement of the rounded valid metric.
@@ -65,6 +71,7 @@ class TrainConfig:
     epochs: int = 1000
     batch_size: int = 2048
     lr: float = 1e-3
+    lr_schedule: tuple[float, float] = (1.0, 50.0)
     weight_decay: float = 0.0
     patience: int = 20
     valid_metric: str = "recall@20"
@@ -84,6 +91,19 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         self.topk = tuple(int(k) for k in self.topk)
+        try:
+            decay, step = (float(v) for v in self.lr_schedule)
+        except (TypeError, ValueError):
+            raise ValueError(
+                "lr_schedule (--lr-schedule) must be two numbers (DECAY, STEP), got "
+                f"{self.lr_schedule!r}"
+            ) from None
+        if not (0.0 < decay <= 1.0) or not step > 0:
+            raise ValueError(
+                f"lr_schedule (--lr-schedule) needs 0 < DECAY <= 1 and STEP > 0, got "
+                f"({decay}, {step})"
+            )
+        self.lr_schedule = (decay, step)
         self.metrics = tuple(self.metrics)
         if isinstance(self.allow_changes, str):
             self.allow_changes = (self.allow_changes,)

@@ -369,11 +369,21 @@ class Trainer:
         self.optimizer.step()
         return terms, aux
 
+    def _set_lr(self, epoch: int) -> None:
+        """The learning rate of ``epoch`` (:attr:`TrainConfig.lr_schedule`); a function of the
+        epoch alone, so a resumed run continues on the same schedule."""
+        decay, step = self.config.lr_schedule
+        if decay == 1.0:
+            return
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.lr * decay ** (epoch / step)
+
     def train_epoch(self, epoch: int) -> tuple[dict[str, float], set[str]] | None:
         """One pass over the training rows; returns ``(mean of every logged term per batch,
         names of the model's own loss terms)``, or ``None`` after a non-finite loss."""
         self.model.train()
         self.model.pre_epoch(epoch)
+        self._set_lr(epoch)
         sums: dict[str, float] = {}
         model_terms: set[str] = set()
         bar = tqdm(

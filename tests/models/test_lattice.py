@@ -346,7 +346,7 @@ def test_lattice_sea_trains(tiny_data):
         proj_hidden_dim=5,
         proj_dim=7,
     )
-    assert defaults == {"lr": 5e-4}
+    assert defaults == {"lr": 5e-4, "lr_schedule": (0.96, 50.0)}  # MMRec LATTICE.yaml
     cfg = TrainConfig(**defaults, epochs=1, batch_size=256, progress=False, verbose=False)
     res = Trainer(model, tiny_data, cfg, model_info=info).fit()
     losses = res["history"][0]["losses"]

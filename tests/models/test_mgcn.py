@@ -250,7 +250,7 @@ def test_registry_defaults_are_mmrec(tiny_data):
         "temperature": 0.2,
         "trainable_features": True,
     }
-    assert train == {}
+    assert train == {"lr_schedule": (0.96, 50.0)}  # MMRec MGCN.yaml learning_rate_scheduler
     assert model.features["text"] is not tiny_data["item"]["x_text"]
 
 

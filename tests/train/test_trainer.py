@@ -216,3 +216,32 @@ def test_config_validation():
     with pytest.raises(ValueError, match="lr"):
         TrainConfig(lr=0)
     assert 50 in TrainConfig(valid_metric="recall@50").topk
+
+
+def test_lr_schedule_is_mmrecs_per_epoch_decay_and_survives_resume(tiny, tmp_path):
+    """``lr_schedule=(DECAY, STEP)``: epoch e trains at ``lr * DECAY ** (e / STEP)`` (MMRec's
+    LambdaLR stepped after each epoch): with (0.5, 2) and lr 0.01 the epochs train at 0.01,
+    0.01 / sqrt(2), 0.005, 0.005 / sqrt(2); a resumed run continues on the schedule."""
+    seen: list[float] = []
+
+    class Spy(Trainer):
+        def _train_step(self, *args, **kwargs):
+            seen.append(self.optimizer.param_groups[0]["lr"])
+            return super()._train_step(*args, **kwargs)
+
+    cfg = dict(lr=0.01, lr_schedule=(0.5, 2), batch_size=10_000)  # one batch per epoch
+    full = Spy(_lightgcn(tiny), tiny, _cfg(epochs=4, output_dir=str(tmp_path / "a"), **cfg)).fit()
+    assert seen == pytest.approx([0.01, 0.01 / 2**0.5, 0.005, 0.005 / 2**0.5], rel=1e-12)
+    constant = Trainer(_lightgcn(tiny), tiny, _cfg(epochs=4, lr=0.01, batch_size=10_000)).fit()
+    assert [h["loss"] for h in constant["history"]][1:] != [h["loss"] for h in full["history"]][1:]
+    seen.clear()
+    Spy(_lightgcn(tiny), tiny, _cfg(epochs=2, output_dir=str(tmp_path / "b"), **cfg)).fit()
+    resumed = Spy(
+        _lightgcn(tiny), tiny, _cfg(epochs=4, output_dir=str(tmp_path / "b"), resume=True, **cfg)
+    ).fit()
+    assert seen == pytest.approx([0.01, 0.01 / 2**0.5, 0.005, 0.005 / 2**0.5], rel=1e-12)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in full["history"]]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(lr_schedule=(1.5, 50))
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _cfg(lr_schedule=(0.9,))
