@@ -24,12 +24,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sea_pyg.nn.knn import NORM_EPS, cosine_knn
+from sea_pyg.nn.learned_graph import NORMALIZATIONS, normalize_edge_weight
 
-__all__ = ["WEIGHTED_NORMALIZATIONS", "cosine_edge_weights", "weighted_knn_adjacency"]
+__all__ = ["cosine_edge_weights", "weighted_knn_adjacency"]
 
-#: ``"sym_row"``: :math:`d_i^{-1/2} s_{ij} d_j^{-1/2}` (MMRec ``'sym'``); ``"row"``:
-#: :math:`s_{ij} / d_i` (MMRec ``'rw'``); ``"none"``: :math:`s_{ij}`.
-WEIGHTED_NORMALIZATIONS = ("sym_row", "row", "none")
 
 # Elements of the gathered ``(edges, F)`` blocks in :func:`cosine_edge_weights` (64 MB float32).
 _GATHER_ELEMENTS = 1 << 24
@@ -69,7 +67,7 @@ def cosine_edge_weights(x: Tensor, edge_index: Tensor) -> Tensor:
 def weighted_knn_adjacency(
     x: Tensor,
     k: int,
-    normalization: str = "sym_row",
+    normalization: str = "sym",
     chunk_size: int = 4096,
     backend: str = "auto",
 ) -> Tensor:
@@ -79,9 +77,9 @@ def weighted_knn_adjacency(
     itself usually included); each keeps its similarity :math:`s_{ij}` (see the module
     docstring), and the matrix is normalised with the row sums :math:`d_i = \sum_j s_{ij}`:
 
-    * ``"sym_row"`` (MGCN, LATTICE): :math:`\hat{s}_{ij} = s_{ij} / \sqrt{d_i d_j}` (both
+    * ``"sym"`` (MGCN, LATTICE): :math:`\hat{s}_{ij} = s_{ij} / \sqrt{d_i d_j}` (both
       from row sums; no epsilon);
-    * ``"row"``: :math:`\hat{s}_{ij} = s_{ij} / d_i`;
+    * ``"rw"``: :math:`\hat{s}_{ij} = s_{ij} / d_i`;
     * ``"none"``: :math:`\hat{s}_{ij} = s_{ij}`.
 
     A row with :math:`d_i = 0` (an all-zero feature row) becomes a zero row, and its column
@@ -92,7 +90,9 @@ def weighted_knn_adjacency(
     Args:
         x: Item features ``(N, F)``, finite.
         k: Neighbours per item, self included, ``1 <= k <= N``.
-        normalization: ``"sym_row"``, ``"row"`` or ``"none"``.
+        normalization: ``"sym"``, ``"rw"`` or ``"none"`` (the values are normalised by
+            :func:`~sea_pyg.nn.learned_graph.normalize_edge_weight`, LATTICE's learned graphs'
+            normalisation).
         chunk_size: Passed to :func:`~sea_pyg.nn.cosine_knn`.
         backend: Passed to :func:`~sea_pyg.nn.cosine_knn`.
 
@@ -101,20 +101,19 @@ def weighted_knn_adjacency(
         ``N * k`` stored entries.
 
     Raises:
-        ValueError: bad arguments, or (``"sym_row"`` / ``"row"``) a row whose similarities sum
+        ValueError: bad arguments, or (``"sym"`` / ``"rw"``) a row whose similarities sum
             to a negative number: its inverse square root does not exist (MMRec would produce
             NaN); use a smaller ``k``.
     """
-    if normalization not in WEIGHTED_NORMALIZATIONS:
+    if normalization not in NORMALIZATIONS:
         raise ValueError(
-            f"`normalization` must be one of {WEIGHTED_NORMALIZATIONS}, got {normalization!r}"
+            f"`normalization` must be one of {NORMALIZATIONS}, got {normalization!r}"
         )
     edge_index = cosine_knn(x, k, chunk_size, backend)
     value = cosine_edge_weights(x, edge_index)
     n = x.size(0)
-    row, col = edge_index
     if normalization != "none":
-        deg = value.new_zeros(n).index_add_(0, row, value)
+        deg = value.new_zeros(n).index_add_(0, edge_index[0], value)
         if bool((deg < 0).any()):
             bad = int((deg < 0).nonzero()[0, 0])
             raise ValueError(
@@ -122,12 +121,5 @@ def weighted_knn_adjacency(
                 f"{float(deg[bad]):.4g} < 0, so the {normalization!r} normalisation is undefined; "
                 "use a smaller k (or features whose nearest neighbours are positively similar)"
             )
-        if normalization == "sym_row":
-            inv = deg.pow(-0.5)
-            inv[deg == 0] = 0.0
-            value = inv[row] * value * inv[col]
-        else:
-            inv = deg.reciprocal()
-            inv[deg == 0] = 0.0
-            value = inv[row] * value
+        value = normalize_edge_weight(edge_index, value, n, normalization)
     return torch.sparse_coo_tensor(edge_index, value, (n, n), check_invariants=False).coalesce()
