@@ -11,7 +11,9 @@ Usage::
     python benchmarks/compare_models.py --models lightgcn --data data/baby --seeds 999
     python benchmarks/compare_models.py --models mf --set mf:reg_weight=0.01 --markdown out.md
 
-Results of each run stay in ``--workdir`` (``results.json`` per run).
+Results of each run stay in ``--workdir`` (``results.json`` per run). A work folder that
+already holds runs is refused unless ``--reuse`` (read finished runs back, resume unfinished
+ones) or ``--overwrite`` (train them again) is given.
 """
 
 from __future__ import annotations
@@ -67,6 +69,12 @@ def main() -> None:
         help="skip runs already finished in --workdir (their results.json and compare.json)",
     )
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the runs already in --workdir (default: refuse to start; with --reuse "
+        "an unfinished run is resumed instead)",
+    )
+    p.add_argument(
         "--table-only",
         action="store_true",
         help="with --reuse: only tabulate finished runs, never start one",
@@ -91,6 +99,16 @@ def main() -> None:
     pairs = [(m, seed) for m in args.models for seed in args.seeds]
     if args.seed_major:
         pairs = [(m, seed) for seed in args.seeds for m in args.models]
+    held = [
+        workdir / f"{m}-{dataset}-seed{seed}" for m, seed in pairs
+        if (workdir / f"{m}-{dataset}-seed{seed}" / "results.json").is_file()
+    ]
+    if held and not (args.reuse or args.overwrite):
+        p.error(
+            f"{len(held)} run folder(s) in {workdir} already hold a run (e.g. {held[0]}): pass "
+            "--reuse to read finished runs back and resume unfinished ones, --overwrite to "
+            "train them again, or another --workdir"
+        )
     done: dict[str, list[dict]] = {m: [] for m in args.models}
     for model, seed in pairs:
         sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == model]
@@ -123,6 +141,10 @@ def main() -> None:
         ]
         if args.epochs:
             cmd += ["--epochs", str(args.epochs)]
+        resumed = False
+        if (out / "results.json").is_file():
+            resumed = not args.overwrite
+            cmd.append("--resume" if resumed else "--overwrite")
         for s in sets:
             cmd += ["--set", s]
         cmd += extras
@@ -133,12 +155,14 @@ def main() -> None:
             print(f"{model} seed {seed} failed (exit {code}); see its .log", file=sys.stderr)
             continue
         res = json.loads((out / "results.json").read_text())
+        if resumed:  # a resumed run's RSS and wall time are not the whole run's
+            rss = wall = None
         res["peak_rss_mb"], res["wall"] = rss, wall
         side.write_text(json.dumps({"peak_rss_mb": rss, "wall": wall}))
         done[model].append(res)
         print(
             f"  {model} seed {seed}: test recall@20 {res['test']['recall@20']:.4f}, "
-            f"best epoch {res['best_epoch']}, {wall:.0f} s",
+            f"best epoch {res['best_epoch']}" + (", resumed" if resumed else f", {wall:.0f} s"),
             flush=True,
         )
     rows = [(m, runs) for m, runs in done.items() if runs]

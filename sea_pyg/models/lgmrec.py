@@ -240,7 +240,9 @@ class LGMRec(MultimodalRecommender):
             "adj", bipartite_norm_adj(edges, self.num_users, self.num_items), persistent=False
         )
         ones = torch.ones(edges.size(1))
-        inter = torch.sparse_coo_tensor(edges, ones, (self.num_users, self.num_items))
+        inter = torch.sparse_coo_tensor(
+            edges, ones, (self.num_users, self.num_items), check_invariants=False
+        )
         self.register_buffer("inter", inter.coalesce().to_sparse_csr(), persistent=False)
         degree = torch.zeros(self.num_users).index_add_(0, edges[0], ones)
         self.register_buffer("inv_degree", (degree + 1e-7).reciprocal(), persistent=False)
