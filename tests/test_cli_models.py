@@ -142,3 +142,26 @@ def test_prepare_help_says_the_encoder_runs_code(capsys):
         main(["prepare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "IMPORTS MODULE AND RUNS FUNCTION with your permissions" in text
+
+
+def test_training_defaults_are_shown_as_the_flags_that_set_them():
+    from sea_pyg.cli.models import model_details
+
+    assert "training defaults: --lr 0.0005 --lr-schedule 0.96 50.0" in model_details("lattice")
+
+
+def test_a_closed_pipe_is_not_a_traceback(tmp_path):
+    """``sea-pyg models | head -1``: the reader leaves early; no BrokenPipeError traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "sea_pyg.cli", "models", "lattice", "sea"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    proc.stdout.close()  # before the command writes anything
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err

@@ -74,7 +74,12 @@ def main(argv: list[str] | None = None) -> int:
             apply_config(args._parser, args.config)
             args = parser.parse_args(argv)  # the file's values are defaults: flags win
         import_modules(getattr(args, "imports", None))
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not as a warning at exit
+        return status
+    except BrokenPipeError:  # `sea-pyg models | head`: the reader has gone, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UserError as exc:
         if os.environ.get("SEA_PYG_DEBUG"):
             raise

@@ -96,9 +96,15 @@ def models_overview() -> str:
         lines += wrap.wrap(text)
         if spec.train_defaults:
             lines += wrap.wrap("training defaults: " + " ".join(
-                f"--{k.replace('_', '-')} {_value(v)}" for k, v in spec.train_defaults.items()
+                _flag(k, v) for k, v in spec.train_defaults.items()
             ))
     return "\n".join(lines)
+
+
+def _flag(key: str, value) -> str:
+    """A training default as the flag that sets it: ``--lr 0.0005``, ``--lr-schedule 0.96 50``."""
+    values = value if isinstance(value, (list, tuple)) else [value]
+    return f"--{key.replace('_', '-')} " + " ".join(_value(v) for v in values)
 
 
 def model_details(name: str) -> str:
@@ -118,7 +124,7 @@ def model_details(name: str) -> str:
                                    subsequent_indent="    "))
     if spec.train_defaults:
         lines.append("  training defaults: " + " ".join(
-            f"--{k.replace('_', '-')} {_value(v)}" for k, v in spec.train_defaults.items()
+            _flag(k, v) for k, v in spec.train_defaults.items()
         ))
     lines += ["", f"  hyper-parameters (sea-pyg train --model {name} --set KEY=VALUE):"]
     rows = []
