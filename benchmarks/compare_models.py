@@ -13,7 +13,8 @@ Usage::
 
 Results of each run stay in ``--workdir`` (``results.json`` per run). A work folder that
 already holds runs is refused unless ``--reuse`` (read finished runs back, resume unfinished
-ones) or ``--overwrite`` (train them again) is given.
+ones and those that stopped at an epoch cap below ``--epochs``) or ``--overwrite`` (train them
+again) is given.
 """
 
 from __future__ import annotations
@@ -45,6 +46,15 @@ def _mean_std(values: list[float]) -> str:
         return f"{values[0]:.4f}"
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
+
+
+def _capped_below(results: Path, epochs: int | None) -> bool:
+    """Whether a finished run stopped at an epoch cap lower than ``epochs`` (so ``--reuse`` with a
+    higher ``--epochs`` resumes it instead of reading it back)."""
+    if not epochs:
+        return False
+    res = json.loads(results.read_text())
+    return res.get("stop_reason") == "epoch cap" and int(res["config"]["epochs"]) < epochs
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
@@ -115,7 +125,9 @@ def main() -> None:
         extras = [s.split(":", 1)[1] for s in args.extra if s.split(":", 1)[0] == model]
         out = workdir / f"{model}-{dataset}-seed{seed}"
         side = out / "compare.json"  # peak RSS and wall time of a finished run
-        if args.reuse and side.is_file() and (out / "results.json").is_file():
+        if args.reuse and side.is_file() and (out / "results.json").is_file() and not (
+            _capped_below(out / "results.json", args.epochs)
+        ):
             res = json.loads((out / "results.json").read_text())
             res.update(json.loads(side.read_text()))
             done[model].append(res)

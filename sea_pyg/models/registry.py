@@ -20,7 +20,7 @@ recommend like the built-in ones.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,9 @@ class ModelSpec:
         train_defaults: :class:`~sea_pyg.train.TrainConfig` fields this model changes (e.g.
             SEA's learning rate 1e-4).
         host: For a ``+sea`` entry, the name of the host model; ``None`` otherwise.
+        search_space: The model's default hyper-parameter grid, ``{name: [values]}`` (MMRec's
+            ``configs/model/<Model>.yaml`` grid; ``lr`` names the learning rate); empty when
+            the model declares none.
     """
 
     name: str
@@ -63,6 +66,7 @@ class ModelSpec:
     preset: Mapping[str, Any] = field(default_factory=dict)
     train_defaults: Mapping[str, Any] = field(default_factory=dict)
     host: str | None = None
+    search_space: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -107,6 +111,7 @@ def register_model(
     train_defaults: Mapping[str, Any] | None = None,
     presets: Mapping[str, tuple[str, Mapping[str, Any]]] | None = None,
     sea_preset: tuple[str, Mapping[str, Any]] | None = None,
+    search_space: Mapping[str, Sequence[Any]] | None = None,
 ) -> Callable[[type], type]:
     """Class decorator: registers a :class:`~sea_pyg.models.Recommender` under ``name``.
 
@@ -120,9 +125,12 @@ def register_model(
         sea_preset: ``(description, {hparam: value})`` of the model's ``+sea`` entry (only
             for a :class:`~sea_pyg.models.MultimodalRecommender`; host and separate-learning
             hyper-parameters may both be set).
+        search_space: ``{hparam: [values]}``, the grid MMRec's config searches for this model
+            (``lr`` for the learning rate); it applies to the presets and the ``+sea`` entry too.
 
     Raises:
-        ValueError: a name is taken, or a preset names an unknown hyper-parameter.
+        ValueError: a name is taken, a preset or the search space names an unknown
+            hyper-parameter, or a search-space entry has no values.
     """
     if not name or name != name.strip().lower() or " " in name or name.endswith(SEA_SUFFIX):
         raise ValueError(
@@ -135,17 +143,25 @@ def register_model(
             raise TypeError(f"register_model({name!r}) decorates a Recommender subclass, "
                             f"got {cls!r}")
         train = dict(train_defaults or {})
-        entries = [ModelSpec(name, cls, description, {}, train)]
+        space = {k: tuple(v) for k, v in (search_space or {}).items()}
+        _check_keys(name, cls, space, "search_space", {"lr": None})
+        empty = sorted(k for k, v in space.items() if not v)
+        if empty:
+            raise ValueError(f"register_model({name!r}): search_space entries {empty} have no "
+                             "values; give each hyper-parameter at least one value")
+        entries = [ModelSpec(name, cls, description, {}, train, search_space=space)]
         for preset_name, (desc, values) in (presets or {}).items():
             _check_keys(name, cls, values, f"preset {preset_name!r}")
-            entries.append(ModelSpec(preset_name, cls, desc, dict(values), train))
+            entries.append(ModelSpec(preset_name, cls, desc, dict(values), train,
+                                     search_space=space))
         if issubclass(cls, MultimodalRecommender):
             desc, values = sea_preset or (
                 f"{name} + SEA's separate learning on its per-modality item representations",
                 {},
             )
             _check_keys(name, cls, values, "sea_preset", hyperparameters(WithSeparateLearning))
-            entries.append(ModelSpec(name + SEA_SUFFIX, cls, desc, dict(values), train, name))
+            entries.append(ModelSpec(name + SEA_SUFFIX, cls, desc, dict(values), train, name,
+                                     search_space=space))
         elif sea_preset is not None:
             raise ValueError(
                 f"register_model({name!r}): sea_preset needs a MultimodalRecommender (one with "
