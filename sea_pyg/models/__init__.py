@@ -33,6 +33,7 @@ from sea_pyg.models.registry import (
     sea_variant,
 )
 from sea_pyg.models.sea import SEA
+from sea_pyg.models.slmrec import SLMRec
 from sea_pyg.models.vbpr import VBPR
 
 __all__ = [
@@ -61,4 +62,5 @@ __all__ = [
     "MMGCN",
     "DualGNN",
     "DRAGON",
+    "SLMRec",
 ]
