@@ -109,7 +109,8 @@ class SLMRec(MultimodalRecommender):
             row and kept frozen (non-persistent buffers), as in MMRec.
         embedding_dim: :math:`d` (MMRec ``recdim``: 64).
         num_layers: LightGCN layers :math:`L` (MMRec ``layer_num``: 3).
-        ssl_task: One of :data:`SSL_TASKS` (MMRec: ``"FAC"``).
+        ssl_task: ``"FAC"`` (fine and coarse, MMRec's choice), ``"FD"`` (feature dropout),
+            ``"FM"`` (feature masking) or ``"FD+FM"`` (:data:`SSL_TASKS`; any case).
         ssl_alpha: :math:`\alpha` (MMRec grid: 0.01, 0.05, 0.1, 0.5, 1.0).
         ssl_temp: :math:`\tau_s` (MMRec grid: 0.1, 0.2, 0.5, 1.0).
         temperature: :math:`\tau` of the main InfoNCE (MMRec ``temp``: 0.2).

@@ -223,8 +223,8 @@ def test_gradients_reach_exactly_what_should_learn():
     assert _grads(model, {"i": model.loss_terms(out)["infonce"]}) == everything_but_fac
     out = model.forward_train(BATCH)
     # FAC never reaches the fusion layers; through the propagation it reaches E_U
-    assert _grads(model, {"s": model.ssl_loss(out)}) == (everything_but_fac | fac) - {
-        "user_fuse.weight", "user_fuse.bias", "item_fuse.weight", "item_fuse.bias"}
+    fusion = {"user_fuse.weight", "user_fuse.bias", "item_fuse.weight", "item_fuse.bias"}
+    assert _grads(model, {"s": model.ssl_loss(out)}) == (everything_but_fac | fac) - fusion
     for task in ("FD", "FM", "FD+FM"):
         model = _model(ssl_task=task)
         assert not hasattr(model, "fac_chain")
@@ -382,5 +382,5 @@ def test_slmrec_learns_on_planted_data(unit_data):
     res = train_registered(unit_data, "slmrec", {}, epochs=15, lr=3e-3)
     losses = [h["losses"]["infonce"] for h in res["history"]]
     assert losses[-1] < 0.85 * losses[0]
-    # about 0.348 (LightGCN: about 0.345)
+    # about 0.348 (trainer seeds 2, 3: 0.322, 0.326; LightGCN: about 0.345)
     assert res["test"]["recall@20"] > pop + 0.04, (res["test"]["recall@20"], pop)
