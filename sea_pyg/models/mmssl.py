@@ -46,13 +46,14 @@ def left_normalized(
 # drop_rate 0.2, model_cat_rate 0.55, id_cat_rate 0.36, head_num 4, regs[0] 1e-5,
 # feat_reg_decay 1e-5, cl_rate 0.03, tau 0.5, G_rate 1e-4, D_lr 3e-4 (Adam betas (0.5, 0.9)),
 # LAMBDA 0.3 x gp_rate 1, G_drop1 0.31, G_drop2 0.5, real_data_tau 0.005, ui_pre_scale 100,
-# log_log_scale 1e-5, m_topk_rate 1e-4; lr 5.5e-4 with 0.96 ** (epoch / 50) decay (train_defaults).
+# log_log_scale 1e-5, m_topk_rate 1e-4; lr 5.5e-4 (train_defaults; their 0.96 ** (epoch / 50)
+# LambdaLR is built but never stepped, so the rate stays constant).
 # The authors publish no grid: search_space spans their cl_rate and G_rate by 1/3x and 3x-10x.
 @register_model(
     "mmssl",
     "MMSSL: modality-aware user-item graphs with a Wasserstein critic + cross-modal "
     "contrastive learning (authors' code)",
-    train_defaults={"lr": 5.5e-4, "lr_schedule": (0.96, 50.0)},
+    train_defaults={"lr": 5.5e-4},
     search_space={"cl_weight": (0.01, 0.03, 0.1), "adv_weight": (1e-5, 1e-4, 1e-3)},
 )
 class MMSSL(MultimodalRecommender):

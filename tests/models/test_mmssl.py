@@ -313,7 +313,7 @@ def test_registry_defaults_are_the_authors_release(tiny_data):
         "critic_negative_slope": 1.0, "real_tau": 0.005, "real_scale": 100.0,
         "gumbel_scale": 1e-5, "graph_topk_rate": 1e-4,
     }  # fmt: skip
-    assert MODELS["mmssl"].train_defaults == {"lr": 5.5e-4, "lr_schedule": (0.96, 50.0)}
+    assert MODELS["mmssl"].train_defaults == {"lr": 5.5e-4}
     assert set(MODELS["mmssl"].search_space) == {"cl_weight", "adv_weight"}
     model, _, _ = build_model("mmssl", tiny_data)
     n = tiny_data["item"].num_nodes
