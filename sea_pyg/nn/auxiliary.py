@@ -37,7 +37,7 @@ class AuxiliaryEstimator:
         prepare: Called once per host step, after ``backward()``: returns the
             :data:`GradientStep` for the inputs of the last training forward pass, or ``None``
             when there is nothing to fit (e.g. the forward ran in eval mode).
-        betas: Adam's :math:`(\beta_1, \beta_2)` of the estimator's optimizer (default
+        betas: Adam's ``(beta1, beta2)`` of the estimator's optimizer (default
             PyTorch's; e.g. ``(0.5, 0.9)`` for a WGAN-GP critic).
     """
 
