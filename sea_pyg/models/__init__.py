@@ -22,6 +22,7 @@ from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
 from sea_pyg.models.mmgcn import MMGCN
+from sea_pyg.models.mmssl import MMSSL
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -63,4 +64,5 @@ __all__ = [
     "DualGNN",
     "DRAGON",
     "SLMRec",
+    "MMSSL",
 ]
