@@ -22,6 +22,7 @@ from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
 from sea_pyg.models.mmgcn import MMGCN
+from sea_pyg.models.pamd import PAMD
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -61,4 +62,5 @@ __all__ = [
     "MMGCN",
     "DualGNN",
     "DRAGON",
+    "PAMD",
 ]
