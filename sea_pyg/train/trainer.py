@@ -562,6 +562,8 @@ class Trainer:
             f"training {self.model_info.get('name')} on {self.dataset_name}: "
             f"{self.num_users} users, {self.num_items} items, "
             f"{self.sampler.num_rows} train rows, {len(self.sampler)} batches/epoch"
+            + (f"; its first {pre} epochs pre-train it (no validation)"
+               if (pre := self._pretrain_epochs()) else "")
         )
         while True:
             stop = self._stop_now()
@@ -605,6 +607,9 @@ class Trainer:
         results["wall_seconds"] = time.perf_counter() - start
         self._commit(results)
         fault_point()  # crash tests: killed after the final commit
+        if self._pretraining(self.epoch - 1):
+            self._log(f"the run ended inside the pre-training stage ({self._pretrain_epochs()} "
+                      "epochs): nothing was evaluated; raise epochs (--epochs) past it")
         self._log(
             f"done ({self.stop_reason}): best epoch {self.best_epoch}, "
             f"valid {_fmt(self.best_valid)}\n  test @ best valid: {_fmt(self.best_test)}"
