@@ -23,6 +23,7 @@ from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
 from sea_pyg.models.mmgcn import MMGCN
 from sea_pyg.models.mmssl import MMSSL
+from sea_pyg.models.pamd import PAMD
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -65,4 +66,5 @@ __all__ = [
     "DRAGON",
     "SLMRec",
     "MMSSL",
+    "PAMD",
 ]
