@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import textwrap
 from pathlib import Path
 
 from sea_pyg.cli.errors import UserError
@@ -77,18 +78,17 @@ def format_tests(tests, models_a: list[str | None], models_b: list[str | None]) 
         "greater": "one-sided (A better than B)",
         "less": "one-sided (A worse than B)",
     }[first.alternative]
-    lines += [
-        "",
-        f"{alt}; d_z: Cohen's mean difference / sd of the differences; r_rb: rank-biserial "
-        "correlation of the signed-rank test; ties: users with equal values (left out of the "
-        "signed-rank test).",
-    ]
+    note = (
+        f"{alt} tests; d_z: Cohen's mean difference / sd of the differences; r_rb: "
+        "rank-biserial correlation of the signed-rank test; ties: users with equal values (left "
+        "out of the signed-rank test)."
+    )
     if len(tests) > 1:
-        lines.append(
-            f"{len(tests)} metrics are {len(tests)} tests: the p-values are not corrected for "
+        note += (
+            f" {len(tests)} metrics are {len(tests)} tests: the p-values are not corrected for "
             "multiple comparisons."
         )
-    return "\n".join(lines)
+    return "\n".join([*lines, "", textwrap.fill(note, width=100)])
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -154,9 +154,9 @@ def per_user_csv(splits: Mapping[str, Any]) -> str:
         cols = [np.asarray(values[n], dtype=np.float64).reshape(-1) for n in names]
         if any(c.shape != ids.shape for c in cols):
             raise ValueError(f"per_user_csv: split {split!r}: one value per user is needed")
-        rows = np.column_stack(cols).tolist() if cols else [[] for _ in ids]
-        for u, row in zip(ids.tolist(), rows, strict=True):
-            lines.append(f"{split},{u}," + ",".join(map(repr, row)))
+        fields = [[split] * ids.size, list(map(str, ids.tolist()))]
+        fields += [list(map(repr, c.tolist())) for c in cols]  # shortest exact float text
+        lines.extend(map(",".join, zip(*fields, strict=True)))
     header = ",".join(["split", "user", *(names or [])])
     return "\n".join([header, *lines]) + "\n"
 
