@@ -100,6 +100,14 @@ class Trainer:
     order); they are left out of the model's optimizer, and their optimizer state is saved in
     ``last.pt``.
 
+    **Pre-training stage.** A model whose ``pretrain_epochs`` is ``P > 0`` (e.g. PAMD) spends
+    its first ``P`` epochs (counted in ``epochs``) pre-training: each such epoch is one pass over
+    all items in a fresh random order, in mini-batches of ``batch_size`` item ids given to
+    ``model.loss`` as ``(1, B)`` tensors (drawn from the sampler's generator, so resume stays
+    exact); there is no validation and no early stopping, and the history records
+    ``"stage": "pretrain"``. The first training epoch after it starts from a fresh optimizer
+    state (a new Adam, as the two-stage scripts of such models do).
+
     Early stopping: the validation metric is rounded to 4 decimals; an epoch improves only if it
     is strictly greater than the best so far (initially -1); training stops after
     ``patience + 1`` consecutive non-improving epochs, after a non-finite loss, or at the epoch cap.
@@ -401,11 +409,17 @@ class Trainer:
         self.model.train()
         self.model.pre_epoch(epoch)
         self._set_lr(epoch)
+        batches = self.sampler
+        if self._pretraining(epoch):  # a pass over the items (see the class documentation)
+            order = torch.randperm(self.num_items, generator=self.generator)
+            batches = [b.view(1, -1).to(self.device) for b in order.split(self.config.batch_size)]
+        elif epoch == self._pretrain_epochs() > 0:
+            self.optimizer.state.clear()  # fine-tuning starts a fresh Adam
         sums: dict[str, float] = {}
         model_terms: set[str] = set()
         bar = tqdm(
-            self.sampler,
-            total=len(self.sampler),
+            batches,
+            total=len(batches),
             desc=f"epoch {epoch}",
             leave=False,
             disable=not self.config.progress,
@@ -429,8 +443,16 @@ class Trainer:
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         finally:
             bar.close()
-        nb = len(self.sampler)
+        nb = len(batches)
         return {k: v / nb for k, v in sums.items()}, model_terms
+
+    def _pretrain_epochs(self) -> int:
+        """The model's pre-training epochs (``pretrain_epochs``, default 0)."""
+        return int(getattr(self.model, "pretrain_epochs", 0))
+
+    def _pretraining(self, epoch: int) -> bool:
+        """Whether ``epoch`` belongs to the model's pre-training stage."""
+        return epoch < self._pretrain_epochs()
 
     def validate(self, record: dict[str, Any]) -> bool:
         """Evaluates the validation split into ``record``; on a (rounded, strict) improvement
@@ -454,6 +476,10 @@ class Trainer:
 
     def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
         loss_str = " ".join(f"{k}={v:.4f}" for k, v in record["losses"].items())
+        if record.get("stage") == "pretrain":
+            self._log(f"epoch {record['epoch']:4d} | pretrain | {loss_str} | "
+                      f"train {record['train_time']:.2f}s")
+            return
         line = (
             f"epoch {record['epoch']:4d} | {loss_str} | train {record['train_time']:.2f}s "
             f"eval {record['eval_time']:.2f}s | valid {_fmt(_headline(record['valid']))}"
@@ -489,6 +515,7 @@ class Trainer:
         :func:`~sea_pyg.train.runfolder.run_status` reports a killed run as interrupted.
         """
         train_times = [h["train_time"] for h in self.history]
+        eval_times = [h["eval_time"] for h in self.history if "eval_time" in h]  # not pretrain
         return {
             "status": "finished" if self.finished else "running",
             "model": self.model_info,
@@ -506,7 +533,7 @@ class Trainer:
             "test": self.best_test,
             "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
             "eval_seconds_per_epoch": (
-                float(np.mean([h["eval_time"] for h in self.history])) if self.history else None
+                float(np.mean(eval_times)) if eval_times else None
             ),
             "threads": torch.get_num_threads(),
             "resumes": self.resumes,
@@ -560,6 +587,8 @@ class Trainer:
             f"training {self.model_info.get('name')} on {self.dataset_name}: "
             f"{self.num_users} users, {self.num_items} items, "
             f"{self.sampler.num_rows} train rows, {len(self.sampler)} batches/epoch"
+            + (f"; its first {pre} epochs pre-train it (no validation)"
+               if (pre := self._pretrain_epochs()) else "")
         )
         while True:
             stop = self._stop_now()
@@ -580,7 +609,10 @@ class Trainer:
                 "losses": losses,
                 "train_time": time.perf_counter() - t0,
             }
-            improved = self.validate(record)
+            if self._pretraining(epoch):
+                record["stage"], improved = "pretrain", False
+            else:
+                improved = self.validate(record)
             self.history.append(record)
             self.epoch = epoch + 1
             self._log_epoch(record, improved)
@@ -600,6 +632,9 @@ class Trainer:
         results["wall_seconds"] = time.perf_counter() - start
         self._commit(results)
         fault_point()  # crash tests: killed after the final commit
+        if self._pretraining(self.epoch - 1):
+            self._log(f"the run ended inside the pre-training stage ({self._pretrain_epochs()} "
+                      "epochs): nothing was evaluated; raise epochs (--epochs) past it")
         self._log(
             f"done ({self.stop_reason}): best epoch {self.best_epoch}, "
             f"valid {_fmt(self.best_valid)}\n  test @ best valid: {_fmt(self.best_test)}"
