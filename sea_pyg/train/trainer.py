@@ -29,12 +29,14 @@ from sea_pyg.train.checkpoint import (
     model_payload,
 )
 from sea_pyg.train.config import TrainConfig
-from sea_pyg.train.metrics import evaluate_ranking
+from sea_pyg.train.metrics import PerUserRanking, evaluate_ranking, evaluate_ranking_per_user
 from sea_pyg.train.optim import adam
+from sea_pyg.train.per_user import data_fingerprint, per_user_csv
 from sea_pyg.train.resume import differences_message, refused_changes, resume_differences
 from sea_pyg.train.runfolder import (
     BEST,
     LAST,
+    PER_USER,
     RESULTS,
     RUN_FILES,
     RunFolder,
@@ -112,16 +114,17 @@ class Trainer:
 
     **The run folder.** With ``output_dir`` set, :meth:`fit` claims the folder (a lock: a second
     run into it is refused; a folder holding a run is refused unless ``resume`` or ``overwrite``),
-    writes ``run_files``, and commits after every ``checkpoint_every`` epochs and at the end,
-    in one atomic step (see :mod:`sea_pyg.train.runfolder`, which also says which file is the
-    truth): ``best.pt`` (model weights at the best epoch so far, the model's registry
-    description and the dataset's metadata and fingerprints: a saved model that
-    :func:`sea_pyg.load_model` rebuilds), ``last.pt`` (everything needed to resume exactly) and
+    writes ``run_files``, and commits after every ``checkpoint_every`` epochs and at the end, in
+    one atomic step (see :mod:`sea_pyg.train.runfolder`, which also says which file is the truth):
+    ``best.pt`` (model weights at the best epoch so far, the model's registry description and the
+    dataset's metadata and fingerprints: a saved model that :func:`sea_pyg.load_model` rebuilds)
+    with ``per_user.csv`` (each evaluated user's validation and test metrics at that epoch, see
+    :mod:`sea_pyg.train.per_user`), ``last.pt`` (everything needed to resume exactly) and
     ``results.json`` (``status`` ``"running"`` / ``"interrupted"`` / ``"finished"``, epochs run,
-    best epoch, metrics, history, and the ``stop_reason`` once finished). ``last.pt`` leaves
-    out the frozen tensors the model rebuilds from the data (see
-    :mod:`sea_pyg.train.checkpoint`); ``best.pt`` holds the whole ``state_dict``.
-    Checkpoints load with ``torch.load(path, weights_only=True)``.
+    best epoch, metrics, history, and the ``stop_reason`` once finished). ``last.pt`` leaves out
+    the frozen tensors the model rebuilds from the data (see :mod:`sea_pyg.train.checkpoint`);
+    ``best.pt`` holds the whole ``state_dict``. Checkpoints load with
+    ``torch.load(path, weights_only=True)``.
 
     **Resume** (``resume=True``) continues from ``last.pt`` after checking that the model,
     hyper-parameters, settings and data are those it was trained with (see
@@ -203,6 +206,10 @@ class Trainer:
         self.best_epoch = -1
         self.best_valid: dict[str, float] = {}
         self.best_test: dict[str, float] = {}
+        #: ``{"valid": PerUserRanking, "test": PerUserRanking}`` of the best epoch (``{}``
+        #: before it, and after a resume until the run improves again: the run folder's
+        #: ``per_user.csv`` holds it then).
+        self.best_per_user: dict[str, PerUserRanking] = {}
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.finished = False
@@ -220,6 +227,14 @@ class Trainer:
     def evaluate(self, split: str = "valid") -> dict[str, float]:
         """Full-sort metrics of the current model on ``"valid"`` or ``"test"`` (not rounded),
         scored with :meth:`~sea_pyg.models.Recommender.score`."""
+        return self._evaluate(split, evaluate_ranking)
+
+    def evaluate_per_user(self, split: str = "valid") -> PerUserRanking:
+        """:meth:`evaluate` with each evaluated user's metrics
+        (:func:`~sea_pyg.train.metrics.evaluate_ranking_per_user`)."""
+        return self._evaluate(split, evaluate_ranking_per_user)
+
+    def _evaluate(self, split: str, evaluate: Any) -> Any:
         if split not in ("valid", "test"):
             raise ValueError(f"`split` must be 'valid' or 'test', got {split!r}")
         edges = self.val_edge_index if split == "valid" else self.test_edge_index
@@ -228,7 +243,7 @@ class Trainer:
         try:
             with torch.no_grad():
                 state = self.model.scoring_state()
-                return evaluate_ranking(
+                return evaluate(
                     lambda users: self.model.score(users, state),
                     edges,
                     self.train_edge_index,
@@ -357,6 +372,8 @@ class Trainer:
         files = {}
         if self._best_payload is not None:
             files[BEST] = torch_writer(self._best_payload)
+            per_user = {k: (v.users, v.values) for k, v in self.best_per_user.items()}
+            files[PER_USER] = text_writer(per_user_csv(per_user))
         files[LAST] = torch_writer(self._checkpoint())
         results = self.results() if results is None else results
         files[RESULTS] = text_writer(json.dumps(jsonable(results), indent=2))
@@ -441,7 +458,8 @@ class Trainer:
         """Evaluates the validation split into ``record``; on a (rounded, strict) improvement
         also the test split. Returns whether the epoch improved."""
         t1 = time.perf_counter()
-        valid = self.evaluate("valid")
+        valid_users = self.evaluate_per_user("valid")
+        valid = valid_users.means
         record["eval_time"] = time.perf_counter() - t1
         record["valid"] = valid
         improved = self.stopping.update(valid[self.config.valid_metric])
@@ -449,7 +467,9 @@ class Trainer:
             self.best_epoch = record["epoch"]
             self.best_valid = valid
             t2 = time.perf_counter()
-            self.best_test = self.evaluate("test")
+            test_users = self.evaluate_per_user("test")
+            self.best_per_user = {"valid": valid_users, "test": test_users}
+            self.best_test = test_users.means
             record["test"] = self.best_test
             record["test_time"] = time.perf_counter() - t2
         return improved
@@ -488,7 +508,10 @@ class Trainer:
         ``status`` is ``"finished"`` once training is over (``stop_reason`` says why: early
         stop, non-finite loss, or ``"epoch cap"`` when the cap was reached), else
         ``"running"`` (``stop_reason`` is ``None``); ``last_epoch`` is the last finished epoch
-        (``-1``: none). A run folder's file says ``"interrupted"`` after an exception, and
+        (``-1``: none). ``data_fingerprint`` identifies the data
+        (:func:`~sea_pyg.train.per_user.data_fingerprint`: sizes and SHA-1 of the splits,
+        features and id maps); ``threads`` is torch's intra-op thread count of this process.
+        A run folder's file says ``"interrupted"`` after an exception, and
         :func:`~sea_pyg.train.runfolder.run_status` reports a killed run as interrupted.
         """
         train_times = [h["train_time"] for h in self.history]
@@ -499,6 +522,7 @@ class Trainer:
             "dataset": self.dataset_name,
             "num_users": self.num_users,
             "num_items": self.num_items,
+            "data_fingerprint": data_fingerprint(self.dataset_meta),
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "config": jsonable(asdict(self.config)),
             "epochs_run": len(self.history),
@@ -511,6 +535,7 @@ class Trainer:
             "eval_seconds_per_epoch": (
                 float(np.mean(eval_times)) if eval_times else None
             ),
+            "threads": torch.get_num_threads(),
             "resumes": self.resumes,
             "history": self.history,
         }
