@@ -21,6 +21,7 @@ from sea_pyg.models.lgmrec import LGMRec
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
+from sea_pyg.models.micro import MICRO
 from sea_pyg.models.mmgcn import MMGCN
 from sea_pyg.models.mmssl import MMSSL
 from sea_pyg.models.pamd import PAMD
@@ -67,4 +68,5 @@ __all__ = [
     "SLMRec",
     "MMSSL",
     "PAMD",
+    "MICRO",
 ]
