@@ -374,11 +374,12 @@ def reclaim_dead_trials(study) -> list[int]:
         if not who or who.get("trial") != t.number or process_alive(who) is not False:
             continue
         try:
+            storage.set_trial_user_attr(t._trial_id, "failed",
+                                        f"its worker process (pid {who.get('pid')}) ended")
             if not storage.set_trial_state_values(t._trial_id, state=s.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
             continue
-        storage.set_trial_user_attr(t._trial_id, "failed", "its worker process ended")
         _retry(study, storage.get_trial(t._trial_id))
         out.append(t.number)
     return out
