@@ -363,6 +363,7 @@ def _add_plot_parser(sub) -> None:
     _add_curves_parser(figs)
     _add_ablation_parser(figs)
     _add_sensitivity_parser(figs)
+    _add_trials_parser(figs)
     _add_embeddings_parser(figs)
     pl.set_defaults(func=commands.cmd_plot)
 
@@ -416,12 +417,24 @@ def _add_ablation_parser(figs) -> None:
 def _add_sensitivity_parser(figs) -> None:
     s = figs.add_parser("sensitivity", help="metric vs a hyper-parameter (paper Figure 4)",
                         description="Metric against a hyper-parameter's value (read from each "
-                        "results.json: model hparams, then config), a line per model.")
+                        "results.json: model hparams, then config), a line per model. Given a "
+                        "study folder of `sea-pyg tune` (holding study.db): each searched "
+                        "hyper-parameter with the others at the chosen trial's values.")
     _add_workdir_args(s)
-    s.add_argument("--param", action="append", required=True, metavar="NAME",
-                   help="hyper-parameter, e.g. align_weight (repeat for several rows)")
+    s.add_argument("--param", action="append", metavar="NAME",
+                   help="hyper-parameter, e.g. align_weight (repeat for several rows; needed "
+                   "for work folders; default for a study: every searched one)")
     _add_metrics_arg(s)
     _add_out_arg(s)
+
+
+def _add_trials_parser(figs) -> None:
+    t = figs.add_parser("trials", help="optimisation history of a `sea-pyg tune` study",
+                        description="Each trial's best validation value in trial order, pruned "
+                        "trials at their last value, the best so far and the chosen trial.")
+    t.add_argument("study", metavar="STUDY", help="study folder (holding study.db)")
+    t.add_argument("--metric", help="validation metric (default: the study's)")
+    _add_out_arg(t)
 
 
 def _add_embeddings_parser(figs) -> None:
