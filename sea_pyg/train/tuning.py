@@ -334,18 +334,18 @@ def _grid_ids(trials, states) -> set[int]:
 
 
 def has_work(study, n_trials: int | None = None) -> bool:
-    """Whether a worker has a trial to start: one is queued (``WAITING``: a retry), or (grid
-    sampler) a grid point has not been started, or (random, TPE; and a grid with
-    ``n_trials``) fewer than ``n_trials`` trials are finished or running."""
+    """Whether a worker has a trial to start: fewer than ``n_trials`` (if given) trials are
+    finished or running, and one is queued (``WAITING``: a retry), or (grid sampler) a grid
+    point has not been started, or (random, TPE) always."""
     s = _states()
     trials = study.get_trials(deepcopy=False)
-    if any(t.state == s.WAITING for t in trials):
-        return True
     settings = study_settings(study)
     n_trials = n_trials or settings.get("trials")
     started = sum(t.state in (s.COMPLETE, s.PRUNED, s.RUNNING) for t in trials)
     if n_trials is not None and started >= int(n_trials):
         return False
+    if any(t.state == s.WAITING for t in trials):
+        return True
     if settings["sampler"] == "grid":
         size = SearchSpace.parse(settings["space"]).grid_size()
         touched = _grid_ids(trials, (s.COMPLETE, s.PRUNED, s.RUNNING, s.FAIL))
