@@ -355,6 +355,9 @@ def _run_workers(args: argparse.Namespace, study, watch: _Watch) -> list[str]:
                     if len(procs) < args.workers:
                         time.sleep(0.2)  # let it claim its trial first
             if not procs and not _others_running(study):
+                if deaths > args.workers and has_work(study, args.trials):
+                    problems.append(f"{deaths} worker processes were killed, more than "
+                                    f"--workers {args.workers}; no more were started")
                 return problems
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
