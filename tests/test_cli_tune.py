@@ -17,8 +17,22 @@ from sea_pyg.cli import CommandError, main
 optuna = pytest.importorskip("optuna")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-BASE = ["tune", "--model", "mf", "--synthetic", "tiny", "--epochs", "3", "--batch-size", "128",
-        "--patience", "5", "--seed", "1", "--no-progress"]
+BASE = [
+    "tune",
+    "--model",
+    "mf",
+    "--synthetic",
+    "tiny",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "128",
+    "--patience",
+    "5",
+    "--seed",
+    "1",
+    "--no-progress",
+]
 
 
 def _space(tmp_path, spec, name="space.yaml"):
@@ -33,8 +47,17 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("tune")
     space = _space(root, {"lr": [0.01, 0.05], "embedding_dim": [8, 16]})
     n = __import__("torch").get_num_threads()
-    code = main([*BASE, "--space", space, "--study", str(root / "study"),
-                 "--mmrec-test-selection", "--quiet"])
+    code = main(
+        [
+            *BASE,
+            "--space",
+            space,
+            "--study",
+            str(root / "study"),
+            "--mmrec-test-selection",
+            "--quiet",
+        ]
+    )
     __import__("torch").set_num_threads(n)
     assert code == 0
     return root
@@ -42,8 +65,13 @@ def study(tmp_path_factory):
 
 def test_report_files_and_the_choice(study, capsys):
     folder = study / "study"
-    for name in ("study.db", "trials.csv", "summary.json", "best.yaml",
-                 "best-mmrec-test-selection.yaml"):
+    for name in (
+        "study.db",
+        "trials.csv",
+        "summary.json",
+        "best.yaml",
+        "best-mmrec-test-selection.yaml",
+    ):
         assert (folder / name).is_file(), name
     summary = json.loads((folder / "summary.json").read_text())
     loaded = optuna.load_study(study_name="sea-pyg", storage=f"sqlite:///{folder / 'study.db'}")
@@ -58,8 +86,19 @@ def test_report_files_and_the_choice(study, capsys):
     best_text = (folder / "best.yaml").read_text()
     assert "the test set played no part in the choice" in best_text
     # rerunning the command on a complete study trains nothing and reports again
-    assert main([*BASE, "--space", str(study / "space.yaml"), "--study", str(folder),
-                 "--mmrec-test-selection"]) == 0
+    assert (
+        main(
+            [
+                *BASE,
+                "--space",
+                str(study / "space.yaml"),
+                "--study",
+                str(folder),
+                "--mmrec-test-selection",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "!! SELECTED ON TEST" in out and "chosen trial" in out
     assert len(loaded.get_trials()) == 4
@@ -72,29 +111,58 @@ def test_best_configuration_trains_again_with_train_config(study, tmp_path):
     assert best["model"] == "mf" and best["synthetic"] == "tiny" and "out" not in best
     assert best["lr"] == summary["chosen"]["params"]["lr"]
     assert best["set"]["embedding_dim"] == summary["chosen"]["params"]["embedding_dim"]
-    assert main(["train", "--config", str(folder / "best.yaml"), "--out", str(tmp_path / "r"),
-                 "--quiet", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(folder / "best.yaml"),
+                "--out",
+                str(tmp_path / "r"),
+                "--quiet",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["best_valid"] == summary["chosen"]["valid"]
     assert results["test"] == summary["chosen"]["test"]
 
 
-@pytest.mark.parametrize("spec, extra, words", [
-    ({"regweight": [0.1]}, [], ["unknown hyper-parameter 'regweight'", "did you mean"]),
-    ({"reg_weight": []}, [], ["reg_weight", "empty"]),
-    ({"reg_weight": {"low": 0, "high": 1, "log": True}}, [], ["reg_weight", "low > 0"]),
-    ({"reg_weight": {"low": 1e-5, "high": 1e-1, "log": True}}, ["--sampler", "grid"],
-     ["reg_weight is a continuous range"]),
-    ({"reg_weight": {"low": 1e-5, "high": 1e-1, "log": True}}, [], ["--sampler tpe needs "
-                                                                    "--trials"]),
-    ({"reg_weight": [0.1]}, ["--set", "reg_weight=0.2"], ["reg_weight is both searched"]),
-    ({"lr": [0.1]}, ["--lr", "0.2"], ["lr is both searched"]),
-    ({"embedding_dim": [8.5]}, [], ["embedding_dim", "takes"]),
-])
+@pytest.mark.parametrize(
+    "spec, extra, words",
+    [
+        ({"regweight": [0.1]}, [], ["unknown hyper-parameter 'regweight'", "did you mean"]),
+        ({"reg_weight": []}, [], ["reg_weight", "empty"]),
+        ({"reg_weight": {"low": 0, "high": 1, "log": True}}, [], ["reg_weight", "low > 0"]),
+        (
+            {"reg_weight": {"low": 1e-5, "high": 1e-1, "log": True}},
+            ["--sampler", "grid"],
+            ["reg_weight is a continuous range"],
+        ),
+        (
+            {"reg_weight": {"low": 1e-5, "high": 1e-1, "log": True}},
+            [],
+            ["--sampler tpe needs --trials"],
+        ),
+        ({"reg_weight": [0.1]}, ["--set", "reg_weight=0.2"], ["reg_weight is both searched"]),
+        ({"lr": [0.1]}, ["--lr", "0.2"], ["lr is both searched"]),
+        ({"embedding_dim": [8.5]}, [], ["embedding_dim", "takes"]),
+    ],
+)
 def test_errors_before_any_data(tmp_path, capsys, spec, extra, words):
     with pytest.raises(CommandError):
-        main([*BASE, "--space", _space(tmp_path, spec, "s.json"), "--study",
-              str(tmp_path / "st"), *extra])
+        main(
+            [
+                *BASE,
+                "--space",
+                _space(tmp_path, spec, "s.json"),
+                "--study",
+                str(tmp_path / "st"),
+                *extra,
+            ]
+        )
     err = capsys.readouterr().err
     assert err.startswith("sea-pyg tune: error:")
     for w in words:
@@ -122,14 +190,29 @@ def test_study_figures(study, tmp_path, capsys):
     folder = str(study / "study")
     assert main(["plot", "trials", folder, "--out", str(tmp_path / "h.png")]) == 0
     assert main(["plot", "sensitivity", folder, "--out", str(tmp_path / "s.png")]) == 0
-    assert main(["plot", "sensitivity", folder, "--param", "lr", "--split", "valid",
-                 "--out", str(tmp_path / "s2.png")]) == 0
+    assert (
+        main(
+            [
+                "plot",
+                "sensitivity",
+                folder,
+                "--param",
+                "lr",
+                "--split",
+                "valid",
+                "--out",
+                str(tmp_path / "s2.png"),
+            ]
+        )
+        == 0
+    )
     for name in ("h.png", "s.png", "s2.png"):
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     capsys.readouterr()
     with pytest.raises(CommandError):
-        main(["plot", "sensitivity", folder, "--param", "dropout", "--out",
-              str(tmp_path / "x.png")])
+        main(
+            ["plot", "sensitivity", folder, "--param", "dropout", "--out", str(tmp_path / "x.png")]
+        )
     assert "searches lr, embedding_dim" in capsys.readouterr().err
     with pytest.raises(CommandError):
         main(["plot", "sensitivity", str(study), "--out", str(tmp_path / "x.png")])
@@ -145,8 +228,7 @@ def test_two_worker_processes_share_the_study(tmp_path, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
     space = _space(tmp_path, {"reg_weight": [1e-4, 1e-3, 1e-2, 1e-1]})
     folder = tmp_path / "study"
-    assert main([*BASE, "--space", space, "--study", str(folder), "--workers", "2",
-                 "--quiet"]) == 0
+    assert main([*BASE, "--space", space, "--study", str(folder), "--workers", "2", "--quiet"]) == 0
     loaded = optuna.load_study(study_name="sea-pyg", storage=f"sqlite:///{folder / 'study.db'}")
     trials = loaded.get_trials()
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4

@@ -48,11 +48,31 @@ TEST_WARNING = (
     "optimistic and only for reproducing published tables"
 )
 #: Training flags of ``tune`` -> TrainConfig fields.
-TRAIN_FLAGS = ("epochs", "lr", "lr_schedule", "batch_size", "weight_decay", "patience",
-               "valid_metric", "eval_chunk_size", "seed", "device")
+TRAIN_FLAGS = (
+    "epochs",
+    "lr",
+    "lr_schedule",
+    "batch_size",
+    "weight_decay",
+    "patience",
+    "valid_metric",
+    "eval_chunk_size",
+    "seed",
+    "device",
+)
 #: TrainConfig fields that define a study (a resume must keep them).
-DEFINING = ("epochs", "lr", "lr_schedule", "batch_size", "weight_decay", "patience",
-            "valid_metric", "topk", "metrics", "seed")
+DEFINING = (
+    "epochs",
+    "lr",
+    "lr_schedule",
+    "batch_size",
+    "weight_decay",
+    "patience",
+    "valid_metric",
+    "topk",
+    "metrics",
+    "seed",
+)
 
 
 # ------------------------------------------------------------------------------ the setup
@@ -69,8 +89,11 @@ def _space(args: argparse.Namespace, spec: Any, fixed: dict[str, Any]):
         if args.space:
             space = read_space_file(args.space, known)
         elif spec.search_space:
-            space = SearchSpace.parse({k: list(v) for k, v in spec.search_space.items()}, known,
-                                      where=f"the search space of {spec.name}")
+            space = SearchSpace.parse(
+                {k: list(v) for k, v in spec.search_space.items()},
+                known,
+                where=f"the search space of {spec.name}",
+            )
         else:
             raise UserError(
                 f"--model {spec.name} declares no search space; pass --space FILE (YAML or "
@@ -78,11 +101,14 @@ def _space(args: argparse.Namespace, spec: Any, fixed: dict[str, Any]):
             )
     except SearchSpaceError as exc:
         raise UserError(str(exc)) from None
-    both = sorted(set(space.names()) & (set(fixed) | {k for k in TUNABLE_TRAINING
-                                                      if getattr(args, k, None) is not None}))
+    both = sorted(
+        set(space.names())
+        & (set(fixed) | {k for k in TUNABLE_TRAINING if getattr(args, k, None) is not None})
+    )
     if both:
-        raise UserError(f"{', '.join(both)} is both searched (--space) and fixed (--set or its "
-                        "flag); drop one")
+        raise UserError(
+            f"{', '.join(both)} is both searched (--space) and fixed (--set or its flag); drop one"
+        )
     # every choice and range bound must be a value the model takes
     for p in space:
         if p.name in TUNABLE_TRAINING:
@@ -137,8 +163,9 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
         except ValueError as exc:
             raise UserError(f"--sea: {exc}") from None
     spec = MODELS[name]
-    fixed = check_hparams(name, parse_sets(args.set), {k: f"--{k.replace('_', '-')}"
-                                                       for k in TRAIN_FLAGS})
+    fixed = check_hparams(
+        name, parse_sets(args.set), {k: f"--{k.replace('_', '-')}" for k in TRAIN_FLAGS}
+    )
     space = _space(args, spec, fixed)
     sampler = args.sampler or ("grid" if space.is_grid else "tpe")
     if sampler != "grid" and args.trials is None:
@@ -170,8 +197,17 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
         "data": data,
         "imports": list(args.imports or []),
     }
-    return {"name": name, "spec": spec, "fixed": fixed, "space": space, "kwargs": kwargs,
-            "config": config, "data": data, "study_dir": study_dir, "settings": settings}
+    return {
+        "name": name,
+        "spec": spec,
+        "fixed": fixed,
+        "space": space,
+        "kwargs": kwargs,
+        "config": config,
+        "data": data,
+        "study_dir": study_dir,
+        "settings": settings,
+    }
 
 
 def _open(setup: dict[str, Any], worker: int = 0):
@@ -202,11 +238,13 @@ def _runner(args: argparse.Namespace, setup: dict[str, Any], data: Any):
     def run_files(info: dict[str, Any], config: Any) -> dict[str, str]:
         from sea_pyg.cli.config import CONFIG_FILE
 
-        return {CONFIG_FILE: resolved_config_yaml(train_parser, train_args, info, config,
-                                                  setup["data"])}
+        return {
+            CONFIG_FILE: resolved_config_yaml(train_parser, train_args, info, config, setup["data"])
+        }
 
-    return TrialRunner(data, setup["space"], build, setup["kwargs"], setup["study_dir"],
-                       run_files=run_files)
+    return TrialRunner(
+        data, setup["space"], build, setup["kwargs"], setup["study_dir"], run_files=run_files
+    )
 
 
 def _load(args: argparse.Namespace, setup: dict[str, Any]):
@@ -215,8 +253,18 @@ def _load(args: argparse.Namespace, setup: dict[str, Any]):
 
     data = load_data(args)
     meta = dataset_metadata(data)
-    fingerprint = {k: meta[k] for k in ("name", "num_users", "num_items", "train_sha1",
-                                        "valid_sha1", "test_sha1", "features_sha1")}
+    fingerprint = {
+        k: meta[k]
+        for k in (
+            "name",
+            "num_users",
+            "num_items",
+            "train_sha1",
+            "valid_sha1",
+            "test_sha1",
+            "features_sha1",
+        )
+    }
     return data, fingerprint
 
 
@@ -274,15 +322,25 @@ class _Watch:
         self.metric = setup["config"].valid_metric
         done = self._finished()
         self.seen = {t.number for t in done}
-        self.bar = tqdm(total=total, initial=min(len(done), total), desc="trials", unit="trial",
-                        disable=not show_bar, file=sys.stderr, dynamic_ncols=True)
+        self.bar = tqdm(
+            total=total,
+            initial=min(len(done), total),
+            desc="trials",
+            unit="trial",
+            disable=not show_bar,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
 
     def _finished(self):
         from sea_pyg.train.tuning import require_optuna
 
         s = require_optuna().trial.TrialState
-        return [t for t in self.study.get_trials(deepcopy=False)
-                if t.state in (s.COMPLETE, s.PRUNED, s.FAIL)]
+        return [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if t.state in (s.COMPLETE, s.PRUNED, s.FAIL)
+        ]
 
     def update(self, quiet: bool = False) -> None:
         new = [t for t in self._finished() if t.number not in self.seen]
@@ -307,8 +365,7 @@ def _trial_line(t, space, metric: str) -> str:
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in space.decode(t.params).items())
     ua = t.user_attrs
     if t.state.name == "COMPLETE":
-        what = (f"valid {metric} {t.value:.4f} at epoch {ua.get('best_epoch')} of "
-                f"{ua.get('epochs')}")
+        what = f"valid {metric} {t.value:.4f} at epoch {ua.get('best_epoch')} of {ua.get('epochs')}"
     elif t.state.name == "PRUNED":
         what = f"pruned after epoch {ua.get('pruned_at')}"
     else:
@@ -342,8 +399,10 @@ def _run_workers(args: argparse.Namespace, study, watch: _Watch) -> list[str]:
                 del procs[i]
                 if rc < 0:
                     deaths += 1
-                    watch.bar.write(f"worker {i} (pid {p.pid}) was ended by signal {-rc}; its "
-                                    "trial is queued again and resumes from its last epoch")
+                    watch.bar.write(
+                        f"worker {i} (pid {p.pid}) was ended by signal {-rc}; its "
+                        "trial is queued again and resumes from its last epoch"
+                    )
                 elif rc > 0:
                     problems.append(f"worker {i} (pid {p.pid}) failed with exit status {rc}")
             reclaim_dead_trials(study)
@@ -356,8 +415,10 @@ def _run_workers(args: argparse.Namespace, study, watch: _Watch) -> list[str]:
                         time.sleep(0.2)  # let it claim its trial first
             if not procs and not _others_running(study):
                 if deaths > args.workers and has_work(study, args.trials):
-                    problems.append(f"{deaths} worker processes were killed, more than "
-                                    f"--workers {args.workers}; no more were started")
+                    problems.append(
+                        f"{deaths} worker processes were killed, more than "
+                        f"--workers {args.workers}; no more were started"
+                    )
                 return problems
             time.sleep(POLL_SECONDS)
     except KeyboardInterrupt:
@@ -381,8 +442,9 @@ def _others_running(study) -> bool:
 
 
 # ------------------------------------------------------------------------------- the report
-def format_trials(rows: list[dict[str, Any]], names: list[str], metric_cols: list[str],
-                  chosen: dict[int, str]) -> str:
+def format_trials(
+    rows: list[dict[str, Any]], names: list[str], metric_cols: list[str], chosen: dict[int, str]
+) -> str:
     """The trials table as text (one row per trial; ``chosen`` marks rows)."""
     head = ["trial", "state", *names, *metric_cols, "best", "epochs", "time"]
     body = []
@@ -390,13 +452,17 @@ def format_trials(rows: list[dict[str, Any]], names: list[str], metric_cols: lis
         cells = [f"{r['number']}{chosen.get(r['number'], '')}", r["state"].lower()]
         cells += [_fmt(r[n]) if r[n] is not None else "" for n in names]
         cells += [f"{r[c]:.4f}" if isinstance(r[c], (int, float)) else "" for c in metric_cols]
-        cells += [str(r["best_epoch"]) if r["best_epoch"] is not None else "",
-                  str(r["epochs"]) if r["epochs"] is not None else "",
-                  f"{r['seconds']:.0f}s" if r["seconds"] is not None else ""]
+        cells += [
+            str(r["best_epoch"]) if r["best_epoch"] is not None else "",
+            str(r["epochs"]) if r["epochs"] is not None else "",
+            f"{r['seconds']:.0f}s" if r["seconds"] is not None else "",
+        ]
         body.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    lines = ["  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True))
-             for row in [head, *body]]
+    lines = [
+        "  ".join(str(c).rjust(w) for c, w in zip(row, widths, strict=True))
+        for row in [head, *body]
+    ]
     return "\n".join(lines)
 
 
@@ -406,8 +472,9 @@ def _csv(rows: list[dict[str, Any]]) -> str:
         w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: json.dumps(v) if isinstance(v, (list, dict)) else v
-                        for k, v in r.items()})
+            w.writerow(
+                {k: json.dumps(v) if isinstance(v, (list, dict)) else v for k, v in r.items()}
+            )
     return buf.getvalue()
 
 
@@ -423,18 +490,27 @@ def _best_config(study_dir: Path, trial, metric: str, rule: str) -> str | None:
     settings = yaml.safe_load(path.read_text(encoding="utf-8"))
     settings.pop("out", None)
     ua = trial.user_attrs
-    test = ", ".join(f"{k} {v:.4f}" for k, v in (ua.get("test") or {}).items()
-                     if k.split("@")[0] in ("recall", "ndcg"))
+    test = ", ".join(
+        f"{k} {v:.4f}"
+        for k, v in (ua.get("test") or {}).items()
+        if k.split("@")[0] in ("recall", "ndcg")
+    )
     lines = [f"# written by sea-pyg tune: trial {trial.number} of the study in {study_dir},"]
     if rule == "test":
-        lines += ["# " + TEST_WARNING + ".",
-                  f"# Chosen by test {metric} at the best validation epoch."]
+        lines += [
+            "# " + TEST_WARNING + ".",
+            f"# Chosen by test {metric} at the best validation epoch.",
+        ]
     else:
-        lines += [f"# chosen by its best validation {metric} ({trial.value:.4f}, epoch "
-                  f"{ua.get('best_epoch')}); the test set played no part in the choice."]
+        lines += [
+            f"# chosen by its best validation {metric} ({trial.value:.4f}, epoch "
+            f"{ua.get('best_epoch')}); the test set played no part in the choice."
+        ]
     own = study_dir / (TEST_BEST_FILE if rule == "test" else BEST_FILE)
-    lines += [f"# test at that epoch: {test}",
-              f"# `sea-pyg train --config {own} --out FOLDER` trains this configuration again."]
+    lines += [
+        f"# test at that epoch: {test}",
+        f"# `sea-pyg train --config {own} --out FOLDER` trains this configuration again.",
+    ]
     return "\n".join(lines) + "\n" + yaml.safe_dump(settings, sort_keys=False)
 
 
@@ -456,50 +532,74 @@ def _report(args: argparse.Namespace, study, setup: dict[str, Any]) -> int:
     if test_best is not None:
         chosen[test_best.number] = chosen.get(test_best.number, "") + "T"
     cols = [f"valid:{m}" for m in metrics] + [f"test:{m}" for m in metrics]
-    print(f"\nstudy {study_dir} ({study_dir / 'study.db'}): {setup['name']}, "
-          f"{setup['settings']['sampler']} sampler")
+    print(
+        f"\nstudy {study_dir} ({study_dir / 'study.db'}): {setup['name']}, "
+        f"{setup['settings']['sampler']} sampler"
+    )
     print(format_trials(rows, space.names(), cols, chosen))
-    print("test: at the best validation epoch of each trial; * = chosen (validation)"
-          + ("; T = chosen on test (MMRec)" if test_best is not None else ""))
-    summary = {"study": str(study_dir), "model": setup["name"],
-               "selection": f"best validation {metric}", "chosen": _trial_summary(best),
-               "optuna_best_trial": study.best_trial.number, "settings": setup["settings"]}
+    print(
+        "test: at the best validation epoch of each trial; * = chosen (validation)"
+        + ("; T = chosen on test (MMRec)" if test_best is not None else "")
+    )
+    summary = {
+        "study": str(study_dir),
+        "model": setup["name"],
+        "selection": f"best validation {metric}",
+        "chosen": _trial_summary(best),
+        "optuna_best_trial": study.best_trial.number,
+        "settings": setup["settings"],
+    }
     text = _best_config(study_dir, best, metric, "valid")
     if text is not None:
         atomic_write_text(text, study_dir / BEST_FILE)
     params = ", ".join(f"{k}={_fmt(v)}" for k, v in space.decode(best.params).items())
     test = best.user_attrs.get("test") or {}
-    print(f"\nchosen trial {best.number} [{params}] by validation {metric} {best.value:.4f} "
-          f"(epoch {best.user_attrs.get('best_epoch')})")
-    print("  its test metrics at that epoch: "
-          + " ".join(f"{k}={v:.4f}" for k, v in test.items()
-                     if k.split("@")[0] in ("recall", "ndcg")))
+    print(
+        f"\nchosen trial {best.number} [{params}] by validation {metric} {best.value:.4f} "
+        f"(epoch {best.user_attrs.get('best_epoch')})"
+    )
+    print(
+        "  its test metrics at that epoch: "
+        + " ".join(f"{k}={v:.4f}" for k, v in test.items() if k.split("@")[0] in ("recall", "ndcg"))
+    )
     if text is not None:
-        print(f"  configuration: {study_dir / BEST_FILE} (sea-pyg train --config "
-              f"{study_dir / BEST_FILE} --out FOLDER)")
+        print(
+            f"  configuration: {study_dir / BEST_FILE} (sea-pyg train --config "
+            f"{study_dir / BEST_FILE} --out FOLDER)"
+        )
     if test_best is not None:
-        summary["mmrec_test_selection"] = {"warning": TEST_WARNING,
-                                           "chosen": _trial_summary(test_best)}
+        summary["mmrec_test_selection"] = {
+            "warning": TEST_WARNING,
+            "chosen": _trial_summary(test_best),
+        }
         ttext = _best_config(study_dir, test_best, metric, "test")
         if ttext is not None:
             atomic_write_text(ttext, study_dir / TEST_BEST_FILE)
         tparams = ", ".join(f"{k}={_fmt(v)}" for k, v in space.decode(test_best.params).items())
         ttest = test_best.user_attrs.get("test") or {}
         print(f"\n!! {TEST_WARNING}.")
-        print(f"!! chosen on test: trial {test_best.number} [{tparams}], test {metric} "
-              f"{ttest.get(metric, float('nan')):.4f}, valid {test_best.value:.4f}"
-              + (f"; configuration {study_dir / TEST_BEST_FILE}" if ttext else ""))
-    atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n",
-                      study_dir / SUMMARY_FILE)
+        print(
+            f"!! chosen on test: trial {test_best.number} [{tparams}], test {metric} "
+            f"{ttest.get(metric, float('nan')):.4f}, valid {test_best.value:.4f}"
+            + (f"; configuration {study_dir / TEST_BEST_FILE}" if ttext else "")
+        )
+    atomic_write_text(json.dumps(summary, indent=2, default=str) + "\n", study_dir / SUMMARY_FILE)
     print(f"trials: {study_dir / TRIALS_CSV}; summary: {study_dir / SUMMARY_FILE}")
     return 0
 
 
 def _trial_summary(t) -> dict[str, Any]:
     ua = t.user_attrs
-    return {"number": t.number, "params": t.params, "value": t.value,
-            "best_epoch": ua.get("best_epoch"), "epochs": ua.get("epochs"),
-            "valid": ua.get("valid"), "test": ua.get("test"), "run_dir": ua.get("run_dir")}
+    return {
+        "number": t.number,
+        "params": t.params,
+        "value": t.value,
+        "best_epoch": ua.get("best_epoch"),
+        "epochs": ua.get("epochs"),
+        "valid": ua.get("valid"),
+        "test": ua.get("test"),
+        "run_dir": ua.get("run_dir"),
+    }
 
 
 # --------------------------------------------------------------------------------- command
@@ -522,11 +622,14 @@ def cmd_tune(args: argparse.Namespace) -> int:
     total = int(args.trials or trial_target(study))
     if not args.quiet:
         done = len(study.get_trials(deepcopy=False))
-        print(f"study {setup['study_dir']}: {setup['name']} on "
-              f"{fingerprint['name']}, {setup['settings']['sampler']} sampler, {total} trials"
-              + (f"; {done} trial(s) in the file" if done else "")
-              + (f"; trial(s) {again} queued again" if again else "")
-              + f"; {args.workers} worker(s) at {args.threads} thread(s)", flush=True)
+        print(
+            f"study {setup['study_dir']}: {setup['name']} on "
+            f"{fingerprint['name']}, {setup['settings']['sampler']} sampler, {total} trials"
+            + (f"; {done} trial(s) in the file" if done else "")
+            + (f"; trial(s) {again} queued again" if again else "")
+            + f"; {args.workers} worker(s) at {args.threads} thread(s)",
+            flush=True,
+        )
     show_bar = not args.no_progress and sys.stderr.isatty()
     watch = _Watch(study, setup, total, show_bar)
     problems: list[str] = []
@@ -536,8 +639,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         elif args.workers == 1:
             _set_threads(args.threads)
             try:
-                run_worker(study, _runner(args, setup, data), args.trials,
-                           on_trial=lambda t: watch.update(args.quiet))
+                run_worker(
+                    study,
+                    _runner(args, setup, data),
+                    args.trials,
+                    on_trial=lambda t: watch.update(args.quiet),
+                )
             except Exception as exc:
                 if os.environ.get("SEA_PYG_DEBUG"):
                     raise
@@ -547,8 +654,12 @@ def cmd_tune(args: argparse.Namespace) -> int:
         watch.update(args.quiet)
     except KeyboardInterrupt:
         watch.close()
-        print(f"sea-pyg tune: interrupted; {setup['study_dir']} keeps every finished trial: "
-              "the same command resumes the study", file=sys.stderr, flush=True)
+        print(
+            f"sea-pyg tune: interrupted; {setup['study_dir']} keeps every finished trial: "
+            "the same command resumes the study",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(130) from None
     watch.close()
     if problems:

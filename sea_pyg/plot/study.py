@@ -32,8 +32,9 @@ def _rows(study_dir: str | os.PathLike, metric: str):
     return study, settings, trial_rows(study, metrics)
 
 
-def plot_trials(study_dir: str | os.PathLike, out: str | os.PathLike,
-                metric: str | None = None) -> Path:
+def plot_trials(
+    study_dir: str | os.PathLike, out: str | os.PathLike, metric: str | None = None
+) -> Path:
     """The optimisation history of the study in ``study_dir``.
 
     x: trial number; y: the trial's best validation ``metric`` (default: the study's
@@ -50,17 +51,24 @@ def plot_trials(study_dir: str | os.PathLike, out: str | os.PathLike,
     done = [r for r in rows if r["state"] == "COMPLETE" and r[f"valid:{metric}"] is not None]
     if not done:
         raise ValueError(f"{study_dir}: no complete trial records valid {metric} yet")
-    pruned = [t for t in study.get_trials(deepcopy=False) if t.state.name == "PRUNED"
-              and t.intermediate_values]
+    pruned = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state.name == "PRUNED" and t.intermediate_values
+    ]
     fig = _figure(6.4, 3.8)
     ax = fig.subplots()
     xs = [r["number"] for r in done]
     ys = [r[f"valid:{metric}"] for r in done]
     ax.plot(xs, ys, "o", color=COLORS[0], label="complete trial")
     if pruned:
-        ax.plot([t.number for t in pruned],
-                [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
-                "x", color=COLORS[1], label="pruned (last value)")
+        ax.plot(
+            [t.number for t in pruned],
+            [t.intermediate_values[max(t.intermediate_values)] for t in pruned],
+            "x",
+            color=COLORS[1],
+            label="pruned (last value)",
+        )
     best, run = [], float("-inf")
     for y in ys:
         run = max(run, y)
@@ -68,15 +76,25 @@ def plot_trials(study_dir: str | os.PathLike, out: str | os.PathLike,
     ax.step(xs, best, where="post", color=COLORS[2], label="best so far")
     chosen = chosen_trial(study, "valid")
     if metric == objective:
-        ax.plot([chosen.number], [chosen.value], "o", markersize=12, markerfacecolor="none",
-                color="black", label=f"chosen: trial {chosen.number}")
+        ax.plot(
+            [chosen.number],
+            [chosen.value],
+            "o",
+            markersize=12,
+            markerfacecolor="none",
+            color="black",
+            label=f"chosen: trial {chosen.number}",
+        )
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("trial")
     ax.set_ylabel(f"best valid {metric}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{settings['model']}: {settings['sampler']} sampler, {len(done)} complete, "
-                 f"{len(pruned)} pruned trial(s)", fontsize=10)
+    ax.set_title(
+        f"{settings['model']}: {settings['sampler']} sampler, {len(done)} complete, "
+        f"{len(pruned)} pruned trial(s)",
+        fontsize=10,
+    )
     return _save(fig, out)
 
 
@@ -110,8 +128,9 @@ def plot_study_sensitivity(
     params = list(params or names)
     unknown = [p for p in params if p not in names]
     if unknown:
-        raise ValueError(f"--param {', '.join(unknown)}: the study in {study_dir} searches "
-                         f"{', '.join(names)}")
+        raise ValueError(
+            f"--param {', '.join(unknown)}: the study in {study_dir} searches {', '.join(names)}"
+        )
     if not rows:
         raise ValueError(f"{study_dir}: no complete trial yet")
     chosen = chosen_trial(study, "valid").number
@@ -120,24 +139,41 @@ def plot_study_sensitivity(
     axes = fig.subplots(len(params), len(metrics), squeeze=False)
     for i, param in enumerate(params):
         others = [n for n in names if n != param]
-        values = sorted({_key(r[param]) for r in rows},
-                        key=lambda s: (not isinstance(json.loads(s), (int, float)),
-                                       json.loads(s)))
+        values = sorted(
+            {_key(r[param]) for r in rows},
+            key=lambda s: (not isinstance(json.loads(s), (int, float)), json.loads(s)),
+        )
         spec = settings["space"][param]
         ranged = "choices" not in spec  # a range: the real axis (log if sampled so)
-        pos = ({v: json.loads(v) for v in values} if ranged
-               else {v: k for k, v in enumerate(values)})
+        pos = {v: json.loads(v) for v in values} if ranged else {v: k for k, v in enumerate(values)}
         line = [r for r in rows if all(_key(r[o]) == _key(best[o]) for o in others)]
         line.sort(key=lambda r: pos[_key(r[param])])
         for j, metric in enumerate(metrics):
             ax = axes[i][j]
             col = f"{split}:{metric}"
-            ax.plot([pos[_key(r[param])] for r in rows], [r[col] for r in rows], "o",
-                    color="0.75", label="all trials")
-            ax.plot([pos[_key(r[param])] for r in line], [r[col] for r in line], "-o",
-                    color=COLORS[0], label="others at the chosen values")
-            ax.plot([pos[_key(best[param])]], [best[col]], "o", markersize=11,
-                    markerfacecolor="none", color="black", label=f"chosen (trial {chosen})")
+            ax.plot(
+                [pos[_key(r[param])] for r in rows],
+                [r[col] for r in rows],
+                "o",
+                color="0.75",
+                label="all trials",
+            )
+            ax.plot(
+                [pos[_key(r[param])] for r in line],
+                [r[col] for r in line],
+                "-o",
+                color=COLORS[0],
+                label="others at the chosen values",
+            )
+            ax.plot(
+                [pos[_key(best[param])]],
+                [best[col]],
+                "o",
+                markersize=11,
+                markerfacecolor="none",
+                color="black",
+                label=f"chosen (trial {chosen})",
+            )
             if ranged:
                 ax.set_xscale("log" if spec.get("log") else "linear")
             else:
@@ -149,6 +185,9 @@ def plot_study_sensitivity(
             if i == 0 and j == 0:
                 ax.legend(fontsize=7)
     fixed = ", ".join(f"{n}={_fmt_value(best[n])}" for n in names)
-    fig.suptitle(f"{settings['model']}: {split} metrics (at each trial's best validation epoch); "
-                 f"chosen by validation: {fixed}", fontsize=9)
+    fig.suptitle(
+        f"{settings['model']}: {split} metrics (at each trial's best validation epoch); "
+        f"chosen by validation: {fixed}",
+        fontsize=9,
+    )
     return _save(fig, out)

@@ -234,8 +234,9 @@ class Param:
             choices = [self.encode(v) for v in self.choices]
             return self.decode(trial.suggest_categorical(self.name, choices))
         if self.integer:
-            return trial.suggest_int(self.name, self.low, self.high, step=self.step or 1,
-                                     log=self.log)
+            return trial.suggest_int(
+                self.name, self.low, self.high, step=self.step or 1, log=self.log
+            )
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
     def decode(self, value: Any) -> Any:
@@ -262,8 +263,9 @@ class SearchSpace:
             self.params[p.name] = p
 
     @classmethod
-    def parse(cls, spec: Any, known: Iterable[str] | None = None,
-              where: str = "search space") -> SearchSpace:
+    def parse(
+        cls, spec: Any, known: Iterable[str] | None = None, where: str = "search space"
+    ) -> SearchSpace:
         """A space from a mapping ``{name: entry}``, checked against ``known`` names.
 
         Args:
@@ -282,8 +284,9 @@ class SearchSpace:
                 f"{type(spec).__name__}"
             )
         if not spec:
-            raise SearchSpaceError(f"{where}: the space is empty; give at least one "
-                                   "hyper-parameter and its values")
+            raise SearchSpaceError(
+                f"{where}: the space is empty; give at least one hyper-parameter and its values"
+            )
         if known is not None:
             known = sorted(set(known))
             for name in spec:
@@ -327,8 +330,10 @@ class SearchSpace:
     def grid_points(self) -> list[dict[str, Any]]:
         """Every grid point as ``{name: value}`` (decoded), in product order."""
         names = self.names()
-        return [dict(zip(names, combo, strict=True))
-                for combo in itertools.product(*(self.params[n].values() for n in names))]
+        return [
+            dict(zip(names, combo, strict=True))
+            for combo in itertools.product(*(self.params[n].values() for n in names))
+        ]
 
     def to_json(self) -> dict[str, Any]:
         """Plain JSON form, in entry order."""
@@ -340,8 +345,7 @@ class SearchSpace:
 
     def decode(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """A trial's stored ``params`` -> the values the model and trainer take."""
-        return {k: (self.params[k].decode(v) if k in self.params else v)
-                for k, v in params.items()}
+        return {k: (self.params[k].decode(v) if k in self.params else v) for k, v in params.items()}
 
 
 def _close(name: str, names: list[str]) -> list[str]:
@@ -367,8 +371,9 @@ def read_space_file(path: str | Path, known: Iterable[str] | None = None) -> Sea
     if suffix not in (".yaml", ".yml", ".json"):
         raise SearchSpaceError(f"--space {path}: expected a .yaml, .yml or .json file")
     if not path.is_file():
-        raise SearchSpaceError(f"--space {path}: "
-                               + ("is a folder" if path.is_dir() else "does not exist"))
+        raise SearchSpaceError(
+            f"--space {path}: " + ("is a folder" if path.is_dir() else "does not exist")
+        )
     text = path.read_text(encoding="utf-8")
     if suffix == ".json":
         try:

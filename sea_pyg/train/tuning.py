@@ -105,8 +105,9 @@ def require_optuna():
     try:
         import optuna
     except ImportError as exc:
-        raise ImportError(f"sea-pyg tune needs Optuna, which is not installed: {INSTALL_HINT}"
-                          ) from exc
+        raise ImportError(
+            f"sea-pyg tune needs Optuna, which is not installed: {INSTALL_HINT}"
+        ) from exc
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
@@ -118,7 +119,7 @@ def _proc_stat(pid: int) -> tuple[str, str] | None:
         text = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = text[text.rindex(")") + 2:].split()
+    fields = text[text.rindex(")") + 2 :].split()
     return fields[0], fields[19]
 
 
@@ -186,8 +187,11 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 def settings_differences(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``"key: saved -> new"`` for every setting that differs (nested keys dotted)."""
     a, b = _flatten(json.loads(json.dumps(saved))), _flatten(json.loads(json.dumps(new)))
-    return [f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}"
-            for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: {json.dumps(a.get(k))} -> {json.dumps(b.get(k))}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
 def _sampler(settings: Mapping[str, Any], space: SearchSpace, worker: int, trials: int):
@@ -252,11 +256,16 @@ def open_study(study_dir: str | os.PathLike, settings: Mapping[str, Any], worker
             "one made by sea-pyg tune; choose another --study folder"
         )
     space = SearchSpace.parse(settings["space"])
-    existing = len(storage.get_all_trials(storage.get_study_id_from_name(STUDY_NAME))
-                   ) if names else 0
+    existing = (
+        len(storage.get_all_trials(storage.get_study_id_from_name(STUDY_NAME))) if names else 0
+    )
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, direction="maximize", load_if_exists=True,
-        sampler=_sampler(settings, space, worker, existing), pruner=_pruner(settings),
+        study_name=STUDY_NAME,
+        storage=storage,
+        direction="maximize",
+        load_if_exists=True,
+        sampler=_sampler(settings, space, worker, existing),
+        pruner=_pruner(settings),
     )
     plain = json.loads(json.dumps(settings))
     saved = study.user_attrs.get(SETTINGS_KEY)
@@ -301,8 +310,9 @@ def load_study(study_dir: str | os.PathLike):
     optuna = require_optuna()
     path = Path(study_dir) / STUDY_FILE
     if not path.is_file():
-        raise TuningError(f"{study_dir}: no {STUDY_FILE} here; give a folder made by "
-                          "`sea-pyg tune --study DIR`")
+        raise TuningError(
+            f"{study_dir}: no {STUDY_FILE} here; give a folder made by `sea-pyg tune --study DIR`"
+        )
     storage = study_storage(study_dir)
     names = [s.study_name for s in storage.get_all_studies()]
     if STUDY_NAME not in names:
@@ -329,8 +339,11 @@ def trial_target(study) -> int:
 
 
 def _grid_ids(trials, states) -> set[int]:
-    return {t.system_attrs["grid_id"] for t in trials
-            if t.state in states and "grid_id" in t.system_attrs}
+    return {
+        t.system_attrs["grid_id"]
+        for t in trials
+        if t.state in states and "grid_id" in t.system_attrs
+    }
 
 
 def has_work(study, n_trials: int | None = None) -> bool:
@@ -374,8 +387,9 @@ def reclaim_dead_trials(study) -> list[int]:
         if not who or who.get("trial") != t.number or process_alive(who) is not False:
             continue
         try:
-            storage.set_trial_user_attr(t._trial_id, "failed",
-                                        f"its worker process (pid {who.get('pid')}) ended")
+            storage.set_trial_user_attr(
+                t._trial_id, "failed", f"its worker process (pid {who.get('pid')}) ended"
+            )
             if not storage.set_trial_state_values(t._trial_id, state=s.FAIL):
                 continue
         except optuna.exceptions.UpdateFinishedTrialError:
@@ -453,10 +467,17 @@ class TrialRunner:
         params = self.space.suggest(trial)
         training = {k: v for k, v in params.items() if k in TUNABLE_TRAINING}
         hparams = {k: v for k, v in params.items() if k not in TUNABLE_TRAINING}
-        config = TrainConfig(**{
-            **self.train_config, **training, "output_dir": str(run_dir), "resume": True,
-            "overwrite": False, "verbose": False, "progress": False,
-        })
+        config = TrainConfig(
+            **{
+                **self.train_config,
+                **training,
+                "output_dir": str(run_dir),
+                "resume": True,
+                "overwrite": False,
+                "verbose": False,
+                "progress": False,
+            }
+        )
         seed_everything(config.seed)
         model, info = self.build(hparams)
         files = self.run_files(info, config) if self.run_files else None
@@ -479,8 +500,9 @@ class TrialRunner:
                     f"{record['epoch']}"
                 )
 
-        trainer = Trainer(model, self.data, config, model_info=info, run_files=files,
-                          epoch_callback=on_epoch)
+        trainer = Trainer(
+            model, self.data, config, model_info=info, run_files=files, epoch_callback=on_epoch
+        )
         results = trainer.fit()
         report(trainer)
         self._record(trial, results)
@@ -489,8 +511,10 @@ class TrialRunner:
     @staticmethod
     def _record(trial, results: Mapping[str, Any]) -> None:
         history = results.get("history") or []
-        seconds = sum(h.get("train_time", 0.0) + h.get("eval_time", 0.0)
-                      + h.get("test_time", 0.0) for h in history)
+        seconds = sum(
+            h.get("train_time", 0.0) + h.get("eval_time", 0.0) + h.get("test_time", 0.0)
+            for h in history
+        )
         trial.set_user_attr("valid", dict(results.get("best_valid") or {}))
         trial.set_user_attr("test", dict(results.get("test") or {}))
         trial.set_user_attr("best_epoch", int(results.get("best_epoch", -1)))
@@ -519,8 +543,14 @@ def run_worker(
         reclaim_dead_trials(study)
         if not has_work(study, n_trials):
             return ran
-        study.optimize(objective, n_trials=1, callbacks=callbacks, catch=(),
-                       gc_after_trial=False, show_progress_bar=False)
+        study.optimize(
+            objective,
+            n_trials=1,
+            callbacks=callbacks,
+            catch=(),
+            gc_after_trial=False,
+            show_progress_bar=False,
+        )
         ran += 1
 
 

@@ -22,12 +22,15 @@ KNOWN = ["dropout", "reg_weight", "num_layers", "dims", "lr"]
 
 
 def test_lists_choices_and_ranges():
-    space = SearchSpace.parse({
-        "dropout": [0.8, 0.9],
-        "reg_weight": {"low": 1e-5, "high": 1e-2, "log": True},
-        "num_layers": {"low": 1, "high": 4},
-        "lr": {"choices": [1e-3]},
-    }, KNOWN)
+    space = SearchSpace.parse(
+        {
+            "dropout": [0.8, 0.9],
+            "reg_weight": {"low": 1e-5, "high": 1e-2, "log": True},
+            "num_layers": {"low": 1, "high": 4},
+            "lr": {"choices": [1e-3]},
+        },
+        KNOWN,
+    )
     assert space.names() == ["dropout", "reg_weight", "num_layers", "lr"]
     d, r, n, lr = space
     assert d.choices == (0.8, 0.9) and d.is_choice
@@ -42,19 +45,25 @@ def test_lists_choices_and_ranges():
 
 
 def test_grid_of_choices_and_stepped_ranges():
-    space = SearchSpace.parse({
-        "dropout": [0.8, 0.9],
-        "num_layers": {"low": 1, "high": 5, "step": 2},
-        "reg_weight": {"low": 0.0, "high": 0.3, "step": 0.1},
-    }, KNOWN)
+    space = SearchSpace.parse(
+        {
+            "dropout": [0.8, 0.9],
+            "num_layers": {"low": 1, "high": 5, "step": 2},
+            "reg_weight": {"low": 0.0, "high": 0.3, "step": 0.1},
+        },
+        KNOWN,
+    )
     assert space.is_grid
     assert space.params["num_layers"].values() == [1, 3, 5]
     assert space.params["reg_weight"].values() == [0.0, 0.1, 0.2, 0.3]
     assert space.grid_size() == 2 * 3 * 4
     points = space.grid_points()
     assert len(points) == 24 and points[0] == {"dropout": 0.8, "num_layers": 1, "reg_weight": 0.0}
-    assert space.grid() == {"dropout": [0.8, 0.9], "num_layers": [1, 3, 5],
-                            "reg_weight": [0.0, 0.1, 0.2, 0.3]}
+    assert space.grid() == {
+        "dropout": [0.8, 0.9],
+        "num_layers": [1, 3, 5],
+        "reg_weight": [0.0, 0.1, 0.2, 0.3],
+    }
 
 
 def test_non_scalar_choices_go_through_optuna_as_json():
@@ -67,8 +76,9 @@ def test_non_scalar_choices_go_through_optuna_as_json():
 
 
 def test_suggest_uses_optuna_distributions():
-    space = SearchSpace.parse({"dropout": [0.8, 0.9], "reg_weight": {"low": 1e-4, "high": 1e-2,
-                                                                   "log": True}}, KNOWN)
+    space = SearchSpace.parse(
+        {"dropout": [0.8, 0.9], "reg_weight": {"low": 1e-4, "high": 1e-2, "log": True}}, KNOWN
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(5):
         trial = study.ask()
@@ -77,29 +87,41 @@ def test_suggest_uses_optuna_distributions():
         assert trial.distributions["reg_weight"].log
 
 
-@pytest.mark.parametrize("spec, words", [
-    ({"drop_out": [0.1]}, ["unknown hyper-parameter 'drop_out'", "did you mean dropout",
-                           "the model takes"]),
-    ({"dropout": []}, ["dropout", "the list of choices is empty", "at least one value"]),
-    ({"dropout": {"choices": []}}, ["dropout", "empty"]),
-    ({"reg_weight": {"low": 0.0, "high": 1e-2, "log": True}},
-     ["reg_weight", "log range needs low > 0"]),
-    ({"reg_weight": {"low": -1.0, "high": 1.0, "log": True}}, ["reg_weight", "low > 0"]),
-    ({"reg_weight": {"low": 1.0, "high": 0.1}}, ["reg_weight", "low (1.0) is above high (0.1)"]),
-    ({"reg_weight": {"low": 0.1}}, ["reg_weight", "needs both 'low' and 'high'"]),
-    ({"reg_weight": {"low": 1e-3, "high": 1e-1, "log": True, "step": 1e-3}},
-     ["reg_weight", "'step' and 'log: true' exclude each other"]),
-    ({"reg_weight": {"low": 0.0, "high": 1.0, "step": 0}}, ["reg_weight", "step must be > 0"]),
-    ({"reg_weight": {"low": 0.0, "high": 1.0, "scale": "log"}}, ["reg_weight", "'scale'"]),
-    ({"reg_weight": {"low": "a", "high": 1.0}}, ["reg_weight", "low must be a finite number"]),
-    ({"num_layers": {"low": 1, "high": 2.5, "type": "int"}}, ["num_layers", "int range"]),
-    ({"num_layers": {"low": 1, "high": 3, "type": "integer"}}, ["num_layers", "'int' or"]),
-    ({"dropout": {"choices": [0.1], "low": 0}}, ["dropout", "not both"]),
-    ({"dropout": [0.1, 0.1]}, ["dropout", "repeat 0.1"]),
-    ({"dropout": 0.5}, ["dropout", "expected a list of values"]),
-    ({}, ["the space is empty"]),
-    ([1, 2], ["expected a mapping"]),
-])
+@pytest.mark.parametrize(
+    "spec, words",
+    [
+        (
+            {"drop_out": [0.1]},
+            ["unknown hyper-parameter 'drop_out'", "did you mean dropout", "the model takes"],
+        ),
+        ({"dropout": []}, ["dropout", "the list of choices is empty", "at least one value"]),
+        ({"dropout": {"choices": []}}, ["dropout", "empty"]),
+        (
+            {"reg_weight": {"low": 0.0, "high": 1e-2, "log": True}},
+            ["reg_weight", "log range needs low > 0"],
+        ),
+        ({"reg_weight": {"low": -1.0, "high": 1.0, "log": True}}, ["reg_weight", "low > 0"]),
+        (
+            {"reg_weight": {"low": 1.0, "high": 0.1}},
+            ["reg_weight", "low (1.0) is above high (0.1)"],
+        ),
+        ({"reg_weight": {"low": 0.1}}, ["reg_weight", "needs both 'low' and 'high'"]),
+        (
+            {"reg_weight": {"low": 1e-3, "high": 1e-1, "log": True, "step": 1e-3}},
+            ["reg_weight", "'step' and 'log: true' exclude each other"],
+        ),
+        ({"reg_weight": {"low": 0.0, "high": 1.0, "step": 0}}, ["reg_weight", "step must be > 0"]),
+        ({"reg_weight": {"low": 0.0, "high": 1.0, "scale": "log"}}, ["reg_weight", "'scale'"]),
+        ({"reg_weight": {"low": "a", "high": 1.0}}, ["reg_weight", "low must be a finite number"]),
+        ({"num_layers": {"low": 1, "high": 2.5, "type": "int"}}, ["num_layers", "int range"]),
+        ({"num_layers": {"low": 1, "high": 3, "type": "integer"}}, ["num_layers", "'int' or"]),
+        ({"dropout": {"choices": [0.1], "low": 0}}, ["dropout", "not both"]),
+        ({"dropout": [0.1, 0.1]}, ["dropout", "repeat 0.1"]),
+        ({"dropout": 0.5}, ["dropout", "expected a list of values"]),
+        ({}, ["the space is empty"]),
+        ([1, 2], ["expected a mapping"]),
+    ],
+)
 def test_bad_spaces_are_refused_naming_the_entry(spec, words):
     with pytest.raises(SearchSpaceError) as err:
         SearchSpace.parse(spec, KNOWN)
@@ -139,8 +161,11 @@ def test_files_yaml_json_and_their_errors(tmp_path):
 
 
 def test_to_json_round_trips():
-    spec = {"dropout": [0.8, 0.9], "reg_weight": {"low": 1e-5, "high": 1e-2, "log": True},
-            "num_layers": {"low": 1, "high": 4, "step": 1}}
+    spec = {
+        "dropout": [0.8, 0.9],
+        "reg_weight": {"low": 1e-5, "high": 1e-2, "log": True},
+        "num_layers": {"low": 1, "high": 4, "step": 1},
+    }
     space = SearchSpace.parse(spec, KNOWN)
     again = SearchSpace.parse(space.to_json(), KNOWN)
     assert again.to_json() == space.to_json()
@@ -154,9 +179,14 @@ def test_every_registered_model_declares_a_usable_space():
     missing = sorted(n for n, s in MODELS.items() if not s.search_space)
     assert missing == []
     for name, spec in MODELS.items():
-        space = SearchSpace.parse({k: list(v) for k, v in spec.search_space.items()},
-                                  [*spec.defaults, *TUNABLE_TRAINING], where=name)
+        space = SearchSpace.parse(
+            {k: list(v) for k, v in spec.search_space.items()},
+            [*spec.defaults, *TUNABLE_TRAINING],
+            where=name,
+        )
         assert space.is_grid and space.grid_size() >= 1
     assert dict(MODELS["freedom"].search_space) == {
-        "dropout": (0.8, 0.9), "reg_weight": (0.0, 1e-5, 1e-4, 1e-3)}
+        "dropout": (0.8, 0.9),
+        "reg_weight": (0.0, 1e-5, 1e-4, 1e-3),
+    }
     assert set(MODELS["sea"].search_space) == {"align_weight", "dist_weight", "temperature"}

@@ -37,14 +37,28 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 S = optuna.trial.TrialState
 
 SPACE = {"reg_weight": [1e-4, 1e-2], "embedding_dim": [8, 16]}
-TRAIN = {"epochs": 3, "batch_size": 128, "lr": 0.01, "patience": 5, "seed": 1,
-         "topk": (10, 20), "valid_metric": "recall@20"}
+TRAIN = {
+    "epochs": 3,
+    "batch_size": 128,
+    "lr": 0.01,
+    "patience": 5,
+    "seed": 1,
+    "topk": (10, 20),
+    "valid_metric": "recall@20",
+}
 
 
 def _settings(**over):
-    out = {"model": "mf", "space": SearchSpace.parse(SPACE).to_json(), "sampler": "grid",
-           "sampler_seed": 0, "pruner": "none", "prune_warmup": None, "prune_startup": None,
-           "train": dict(TRAIN)}
+    out = {
+        "model": "mf",
+        "space": SearchSpace.parse(SPACE).to_json(),
+        "sampler": "grid",
+        "sampler_seed": 0,
+        "pruner": "none",
+        "prune_warmup": None,
+        "prune_startup": None,
+        "train": dict(TRAIN),
+    }
     out.update(over)
     return out
 
@@ -85,8 +99,9 @@ def test_a_study_file_refuses_other_settings(tmp_path):
 
 def test_a_file_that_is_not_a_sea_pyg_study_is_refused(tmp_path):
     (tmp_path / "a").mkdir()
-    optuna.create_study(study_name="someone-else",
-                        storage=f"sqlite:///{tmp_path / 'a' / 'study.db'}")
+    optuna.create_study(
+        study_name="someone-else", storage=f"sqlite:///{tmp_path / 'a' / 'study.db'}"
+    )
     with pytest.raises(TuningError, match="holds other studies \\(someone-else\\)"):
         open_study(tmp_path / "a", _settings())
     (tmp_path / "b").mkdir()
@@ -101,9 +116,15 @@ def test_a_file_that_is_not_a_sea_pyg_study_is_refused(tmp_path):
 def _complete(study, number_value_test):
     dist = {"reg_weight": optuna.distributions.CategoricalDistribution((1e-4, 1e-2))}
     for value, test in number_value_test:
-        study.add_trial(optuna.create_trial(
-            state=S.COMPLETE, value=value, params={"reg_weight": 1e-4}, distributions=dist,
-            user_attrs={"test": {"recall@20": test}, "valid": {"recall@20": value}}))
+        study.add_trial(
+            optuna.create_trial(
+                state=S.COMPLETE,
+                value=value,
+                params={"reg_weight": 1e-4},
+                distributions=dist,
+                user_attrs={"test": {"recall@20": test}, "valid": {"recall@20": value}},
+            )
+        )
 
 
 def test_selection_is_on_validation_and_mmrec_test_selection_only_by_name(tmp_path):
@@ -123,8 +144,9 @@ def test_selection_is_on_validation_and_mmrec_test_selection_only_by_name(tmp_pa
 def _running(study, params, worker, grid_id=None):
     dist = {k: optuna.distributions.CategoricalDistribution(tuple(SPACE[k])) for k in params}
     system = {"grid_id": grid_id, "search_space": {}} if grid_id is not None else {}
-    study.add_trial(optuna.create_trial(state=S.WAITING, params=params, distributions=dist,
-                                        system_attrs=system))
+    study.add_trial(
+        optuna.create_trial(state=S.WAITING, params=params, distributions=dist, system_attrs=system)
+    )
     trial = study.ask()  # pops it: RUNNING
     if worker is not None:
         trial.set_user_attr("worker", {**worker, "trial": trial.number})
@@ -175,8 +197,10 @@ def test_failed_trials_are_queued_again_once_unless_their_point_is_done(tmp_path
 def test_has_work(tmp_path):
     study = open_study(tmp_path / "g", _settings())
     assert has_work(study)  # nothing started
-    trials = [_running(study, {"reg_weight": r, "embedding_dim": d}, None, grid_id=i)
-              for i, (r, d) in enumerate([(1e-4, 8), (1e-2, 8), (1e-4, 16)])]
+    trials = [
+        _running(study, {"reg_weight": r, "embedding_dim": d}, None, grid_id=i)
+        for i, (r, d) in enumerate([(1e-4, 8), (1e-2, 8), (1e-4, 16)])
+    ]
     assert has_work(study)  # grid point 3 not started
     last = _running(study, {"reg_weight": 1e-2, "embedding_dim": 16}, None, grid_id=3)
     assert not has_work(study)  # every point started (running counts)
@@ -192,13 +216,21 @@ def test_has_work(tmp_path):
 
 
 # ------------------------------------------------------------------------- trainer hook
-def test_epoch_callback_sees_every_epoch_but_the_last_and_can_stop_training(tiny_data,
-                                                                            tmp_path):
+def test_epoch_callback_sees_every_epoch_but_the_last_and_can_stop_training(tiny_data, tmp_path):
     def fit(out, callback, epochs=4, resume=False):
         seed_everything(0)
         model, info, _ = build_model("mf", tiny_data, embedding_dim=8)
-        cfg = TrainConfig(epochs=epochs, batch_size=128, lr=0.01, patience=10, seed=1,
-                          output_dir=str(out), resume=resume, progress=False, verbose=False)
+        cfg = TrainConfig(
+            epochs=epochs,
+            batch_size=128,
+            lr=0.01,
+            patience=10,
+            seed=1,
+            output_dir=str(out),
+            resume=resume,
+            progress=False,
+            verbose=False,
+        )
         return Trainer(model, tiny_data, cfg, model_info=info, epoch_callback=callback).fit()
 
     seen = []
@@ -227,14 +259,16 @@ def test_grid_study_chooses_optunas_best_trial_by_validation(tiny_data, tmp_path
     assert ran == 4 and not has_work(study)
     trials = study.get_trials(deepcopy=False)
     assert sorted(json.dumps(t.params, sort_keys=True) for t in trials) == sorted(
-        json.dumps(p, sort_keys=True) for p in SearchSpace.parse(SPACE).grid_points())
+        json.dumps(p, sort_keys=True) for p in SearchSpace.parse(SPACE).grid_points()
+    )
     # every objective value is the trial's run folder's best validation value
     for t in trials:
         results = json.loads((tmp_path / t.user_attrs["run_dir"] / "results.json").read_text())
         assert t.value == results["best_valid"]["recall@20"]
         assert t.user_attrs["test"] == results["test"]
-        assert t.intermediate_values == {h["epoch"]: h["valid"]["recall@20"]
-                                         for h in results["history"]}
+        assert t.intermediate_values == {
+            h["epoch"]: h["valid"]["recall@20"] for h in results["history"]
+        }
     # the chosen trial is Optuna's best trial in the SQLite file, the max of the values
     reloaded = load_study(tmp_path)
     best = chosen_trial(reloaded)
@@ -248,9 +282,14 @@ def test_grid_study_chooses_optunas_best_trial_by_validation(tiny_data, tmp_path
 
 
 def test_median_pruner_stops_a_hopeless_trial(tiny_data, tmp_path):
-    settings = _settings(space=SearchSpace.parse({"lr": [0.05, 1e-9]}).to_json(),
-                         sampler="random", pruner="median", prune_warmup=1, prune_startup=1,
-                         train={**TRAIN, "epochs": 6})
+    settings = _settings(
+        space=SearchSpace.parse({"lr": [0.05, 1e-9]}).to_json(),
+        sampler="random",
+        pruner="median",
+        prune_warmup=1,
+        prune_startup=1,
+        train={**TRAIN, "epochs": 6},
+    )
     study = open_study(tmp_path, settings)
     study.enqueue_trial({"lr": 0.05})  # the good one first: the bad one has a median to beat
     study.enqueue_trial({"lr": 1e-9})
@@ -276,30 +315,70 @@ def test_a_worker_killed_mid_trial_resumes_to_the_uninterrupted_study(tmp_path):
     from sea_pyg.cli import main
     from sea_pyg.data import SyntheticPreset, make_synthetic
 
-    preset = SyntheticPreset(name="unit", num_users=400, num_items=150, num_interactions=6000,
-                             feature_dims={"image": 32, "text": 16})
+    preset = SyntheticPreset(
+        name="unit",
+        num_users=400,
+        num_items=150,
+        num_interactions=6000,
+        feature_dims={"image": 32, "text": 16},
+    )
     make_synthetic(preset, seed=0).to_mmrec(tmp_path / "unit", name="unit")
     space_file = tmp_path / "space.json"
     space_file.write_text(json.dumps({"lr": [0.01, 0.03, 0.1]}))
-    argv = ["tune", "--model", "mf", "--data", str(tmp_path / "unit"), "--space",
-            str(space_file), "--epochs", "2", "--batch-size", "512", "--patience", "5",
-            "--seed", "1", "--quiet", "--no-progress"]
+    argv = [
+        "tune",
+        "--model",
+        "mf",
+        "--data",
+        str(tmp_path / "unit"),
+        "--space",
+        str(space_file),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "512",
+        "--patience",
+        "5",
+        "--seed",
+        "1",
+        "--quiet",
+        "--no-progress",
+    ]
     # the uninterrupted study, in this process
     assert main([*argv, "--study", str(tmp_path / "a")]) == 0
     # the interrupted one: one worker process, killed by SIGKILL mid-study
-    env = {**os.environ, "SEA_PYG_FAULT_AT": "520", "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.run([sys.executable, "-m", "sea_pyg.cli", *argv, "--study",
-                           str(tmp_path / "b"), "--worker-index", "0"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    env = {
+        **os.environ,
+        "SEA_PYG_FAULT_AT": "520",
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join(sys.path),
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sea_pyg.cli",
+            *argv,
+            "--study",
+            str(tmp_path / "b"),
+            "--worker-index",
+            "0",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -9, proc.stderr[-2000:]
     before = load_study(tmp_path / "b").get_trials(deepcopy=False)
     killed = before[-1]
     done_before = {t.number for t in before if t.state == S.COMPLETE}
     assert killed.state == S.RUNNING and len(done_before) >= 1
     assert len(killed.intermediate_values) >= 1  # it was training
-    mtimes = {n: os.stat(tmp_path / "b" / f"trials/trial-{n:04d}/results.json").st_mtime_ns
-              for n in done_before}
+    mtimes = {
+        n: os.stat(tmp_path / "b" / f"trials/trial-{n:04d}/results.json").st_mtime_ns
+        for n in done_before
+    }
     # resume: the same command
     assert main([*argv, "--study", str(tmp_path / "b")]) == 0
     a, b = load_study(tmp_path / "a"), load_study(tmp_path / "b")
@@ -307,8 +386,9 @@ def test_a_worker_killed_mid_trial_resumes_to_the_uninterrupted_study(tmp_path):
     assert after[killed.number].state == S.FAIL
     retry = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
     assert len(retry) == 1 and retry[0].user_attrs["run_dir"] == killed.user_attrs["run_dir"]
-    resumed = json.loads((tmp_path / "b" / retry[0].user_attrs["run_dir"] / "results.json")
-                         .read_text())
+    resumed = json.loads(
+        (tmp_path / "b" / retry[0].user_attrs["run_dir"] / "results.json").read_text()
+    )
     # resumed after its last commit: the epochs it had reported (or one more, when the kill
     # fell between a commit and its report)
     n = len(killed.intermediate_values)
@@ -318,8 +398,11 @@ def test_a_worker_killed_mid_trial_resumes_to_the_uninterrupted_study(tmp_path):
         assert os.stat(path).st_mtime_ns == mtimes[n]
 
     def by_params(study):
-        return {json.dumps(t.params, sort_keys=True): t.value
-                for t in study.get_trials(deepcopy=False) if t.state == S.COMPLETE}
+        return {
+            json.dumps(t.params, sort_keys=True): t.value
+            for t in study.get_trials(deepcopy=False)
+            if t.state == S.COMPLETE
+        }
 
     assert by_params(a) == by_params(b) and len(by_params(b)) == 3
     assert sum(t.state == S.COMPLETE for t in after) == 3
