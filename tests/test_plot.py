@@ -35,6 +35,13 @@ def runs(tmp_path_factory):
     return root
 
 
+def test_curves_of_a_run_that_starts_with_pretraining(tmp_path):
+    _train(tmp_path / "pamd", "pamd", 1, 3, "pretrain_epochs=2", "embedding_dim=4")
+    out = tmp_path / "curves.png"
+    assert main(["plot", "curves", str(tmp_path / "pamd"), "--out", str(out)]) == 0
+    assert _is_png(out)
+
+
 def _is_png(path):
     data = path.read_bytes()
     return len(data) > 1000 and data.startswith(PNG_MAGIC)

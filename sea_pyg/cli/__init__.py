@@ -1,9 +1,10 @@
-"""``sea-pyg``: train models, describe them (``models``), tabulate runs (``runs``), prepare raw
-Amazon data, recommend, write synthetic datasets, describe dataset folders, plot figures.
+"""``sea-pyg``: train models, describe them (``models``), tabulate runs (``runs``), test the
+difference between runs (``compare``), prepare raw Amazon data, recommend, write synthetic
+datasets, describe dataset folders, plot figures.
 
 One module per concern: :mod:`~sea_pyg.cli.parser` (the flags), :mod:`~sea_pyg.cli.train`,
 :mod:`~sea_pyg.cli.config` (``--config`` and ``config.yaml``), :mod:`~sea_pyg.cli.hparams`
-(``--set``), :mod:`~sea_pyg.cli.models`, :mod:`~sea_pyg.cli.runs`,
+(``--set``), :mod:`~sea_pyg.cli.models`, :mod:`~sea_pyg.cli.runs`, :mod:`~sea_pyg.cli.compare`,
 :mod:`~sea_pyg.cli.commands` (the other commands), :mod:`~sea_pyg.cli.checks` (what is checked
 before any data is loaded) and :mod:`~sea_pyg.cli.errors`.
 

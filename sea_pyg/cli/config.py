@@ -37,6 +37,7 @@ CONFIG_FILE = "config.yaml"
 NOT_SETTINGS = (
     "config", "help", "resume", "overwrite", "allow_changes", "quiet", "no_progress", "compare",
     "sea",
+    "seeds",
 )
 
 #: Settings of :class:`~sea_pyg.train.TrainConfig` whose flag has another name.

@@ -7,6 +7,7 @@ import sys
 
 from sea_pyg.cli import commands
 from sea_pyg.cli.checks import integer, number
+from sea_pyg.cli.compare import cmd_compare
 from sea_pyg.cli.errors import CommandError
 from sea_pyg.cli.models import cmd_models, compact_model_list
 from sea_pyg.cli.runs import cmd_runs
@@ -92,9 +93,11 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
                    help="seed of everything (default 999)")
     g.add_argument("--device", metavar="DEVICE",
                    help="torch device: cpu (default), cuda, cuda:N, mps")
+    _add_repeat_args(g)
     o = t.add_argument_group("output")
     o.add_argument("--out", metavar="FOLDER",
-                   help="output folder (default runs/<model>-<dataset>-seed<seed>)")
+                   help="output folder (default runs/<model>-<dataset>-seed<seed>); with --seeds "
+                   "the folder that holds the runs <model>-<dataset>-seed<k> (default runs)")
     o.add_argument(
         "--resume", action="store_true",
         help="continue the run in OUT; model, settings and data must match (see "
@@ -458,6 +461,52 @@ def _add_embeddings_parser(figs) -> None:
     _add_out_arg(e)
 
 
+# ------------------------------------------------------------ seeds, threads and significance
+def add_threads_arg(p) -> None:
+    """``--threads N``, for every command that trains (applied by
+    :func:`sea_pyg.cli.train.torch_threads`)."""
+    p.add_argument(
+        "--threads", metavar="N", type=integer(1),
+        help="torch threads of this process (default: torch's, i.e. the machine's cores); "
+        "several trainings at once on one machine: give each --threads 1",
+    )
+
+
+def _add_repeat_args(g) -> None:
+    g.add_argument(
+        "--seeds", nargs="+", metavar="N", type=integer(0),
+        help="train once per seed (replaces --seed), one run folder each under --out, and "
+        "print mean ± std over the seeds of every metric",
+    )
+    add_threads_arg(g)
+
+
+def _add_compare_parser(sub) -> None:
+    c = sub.add_parser(
+        "compare",
+        help="paired significance test between two runs or two groups of runs",
+        description="Paired test over the users between two runs (compare A B) or two groups "
+        "of runs (compare A1 A2 ... --vs B1 B2 ..., e.g. seeds: each user's metric is averaged "
+        "over a group's runs), from the per-user metrics every run saves (per_user.csv, at its "
+        "best validation epoch): paired t-test with Cohen's d_z and Wilcoxon signed-rank test "
+        "with the rank-biserial correlation (SciPy). The runs must be on the same data.",
+    )
+    c.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders: two runs A B, or group A's runs with --vs")
+    c.add_argument("--vs", nargs="+", metavar="RUN", help="group B's run folders")
+    c.add_argument("--metrics", nargs="+", default=["recall@20", "ndcg@20"], metavar="METRIC",
+                   help="metrics to test (default: recall@20 ndcg@20)")
+    c.add_argument("--split", choices=["test", "valid"], default="test",
+                   help="test (default) or validation metrics, both at the best valid epoch")
+    c.add_argument("--alternative", choices=["two-sided", "greater", "less"],
+                   default="two-sided",
+                   help="two-sided (default), greater (A better than B) or less")
+    c.add_argument("--include-unfinished", action="store_true",
+                   help="also accept runs still training or interrupted")
+    c.add_argument("--json", action="store_true", help="print JSON")
+    c.set_defaults(func=cmd_compare)
+
+
 def build_parser(train_epilog: str | None = None) -> argparse.ArgumentParser:
     """The ``sea-pyg`` argument parser (``train_epilog``: text after ``train --help``)."""
     parser = Parser(
@@ -468,6 +517,7 @@ def build_parser(train_epilog: str | None = None) -> argparse.ArgumentParser:
     _add_models_parser(sub)
     _add_runs_parser(sub)
     _add_tune_parser(sub)
+    _add_compare_parser(sub)
     _add_synth_parser(sub)
     _add_prepare_parser(sub)
     _add_recommend_parser(sub)

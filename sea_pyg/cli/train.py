@@ -1,10 +1,13 @@
 """``sea-pyg train``: every setting checked before the data is loaded, then one run per model
-(``--model`` and each ``--compare`` model), each writing ``OUT/config.yaml`` that reruns it."""
+(``--model`` and each ``--compare`` model) and seed (``--seed``, or each of ``--seeds``), each
+writing ``OUT/config.yaml`` that reruns it; with ``--seeds``, mean ± std over the seeds."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,7 @@ from sea_pyg.cli.hparams import check_hparams, parse_sets
 
 __all__ = [
     "cmd_train",
+    "torch_threads",
     "flag_names",
     "QUICK_START_LR",
     "QUICK_START_EPOCHS",
@@ -97,9 +101,28 @@ def _check_data_flags(args: argparse.Namespace) -> None:
             )
 
 
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """``--threads N``: torch's intra-op threads (:func:`torch.set_num_threads`) while the
+    command runs (``None``: torch's default, the machine's cores), restored afterwards."""
+    if threads is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _default_out(name: str, data: Any, args: argparse.Namespace) -> str:
-    """The run folder of a model that has no ``--out`` (a ``--compare`` model)."""
-    return str(Path("runs") / f"{name}-{getattr(data, 'name', 'data')}-seed{args.seed}")
+    """The run folder of a model that has no ``--out`` (a ``--compare`` model), and of every
+    run with ``--seeds`` (under ``--out``, default ``runs``)."""
+    base = Path(args.out or "runs") if args.seeds else Path("runs")
+    return str(base / f"{name}-{getattr(data, 'name', 'data')}-seed{args.seed}")
 
 
 def _check_run_folder(out: str, args: argparse.Namespace, flags: dict[str, str]) -> None:
@@ -118,7 +141,7 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     from sea_pyg.train import Trainer, seed_everything
 
     spec = MODELS[name]
-    out = args.out if name == args.model else None
+    out = args.out if name == args.model and not args.seeds else None
     if out is None:
         out = _default_out(name, data, args)
         check_output_folder(out, f"the output folder {out} (default of --out)")
@@ -160,6 +183,23 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    with torch_threads(args.threads):
+        return _cmd_train(args)
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    """The seeds to train: ``--seeds`` (checked), else ``[--seed]``."""
+    from sea_pyg.train.repeat import check_seeds
+
+    if not args.seeds:
+        return [args.seed]
+    try:
+        return check_seeds(args.seeds)
+    except ValueError as exc:
+        raise UserError(str(exc).replace("seeds:", "--seeds:", 1)) from None
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
     from sea_pyg.data import describe
     from sea_pyg.models import MODELS, sea_variant
 
@@ -181,9 +221,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         check_device(args.device)
     training_flags = {k: v for k, v in flags.items() if k not in NOT_SETTINGS + ("set",)}
     hparams = check_hparams(args.model, parse_sets(args.set), training_flags)
+    seeds = _seeds(args)
     if args.out is not None:
         check_output_folder(args.out)
-        _check_run_folder(args.out, args, flags)
+        if not args.seeds:
+            _check_run_folder(args.out, args, flags)
     else:
         check_output_folder("runs", "the output folder runs/ (default of --out)")
     _check_data_flags(args)
@@ -208,17 +250,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     data = commands.load_data(args)
     if not args.quiet:
         print(describe(data), flush=True)
-    for name in compare:
-        _check_run_folder(_default_out(name, data, args), args, flags)
+    for seed in seeds:  # every run folder refused before anything is trained
+        args.seed = seed
+        for name in compare if not args.seeds else [args.model, *compare]:
+            _check_run_folder(_default_out(name, data, args), args, flags)
     rows = []
     for name in [args.model, *compare]:
-        results, info, config = _train_one(
-            args, parser, data, name, hparams if name == args.model else {},
-            overrides if name == args.model else {}, flags,
-        )
-        rows.append((info["name"], results, config))
-    _print_table(rows)
+        for seed in seeds:
+            args.seed = seed
+            results, info, config = _train_one(
+                args, parser, data, name, hparams if name == args.model else {},
+                overrides if name == args.model else {}, flags,
+            )
+            rows.append((info["name"], results, config))
+    if args.seeds:
+        _print_seed_summaries(rows, seeds)
+    else:
+        _print_table(rows)
     return 0
+
+
+def _print_seed_summaries(rows: list[tuple[str, dict, Any]], seeds: list[int]) -> None:
+    """Per model: mean ± std over the seeds of every metric, and its run folders."""
+    from sea_pyg.train.repeat import format_seed_summary, seed_summary
+
+    by_model: dict[str, list[tuple[dict, Any]]] = {}
+    for name, res, cfg in rows:
+        by_model.setdefault(name, []).append((res, cfg))
+    for name, runs in by_model.items():
+        try:
+            summary = seed_summary([res for res, _ in runs])
+        except ValueError as exc:
+            raise UserError(str(exc)) from None
+        print(f"\n{name}: {len(runs)} seeds ({' '.join(map(str, seeds))}), mean ± std over the "
+              "seeds (sample std):")
+        print(format_seed_summary(summary))
+        print(f"runs ({name}): {' '.join(str(cfg.output_dir) for _, cfg in runs)}")
+    if len(by_model) > 1:
+        first, second = list(by_model.values())[:2]
+        print("\npaired test over the users: sea-pyg compare "
+              f"{' '.join(str(c.output_dir) for _, c in first)} --vs "
+              f"{' '.join(str(c.output_dir) for _, c in second)}")
 
 
 def _print_table(rows: list[tuple[str, dict, Any]]) -> None:

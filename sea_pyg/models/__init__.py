@@ -21,7 +21,10 @@ from sea_pyg.models.lgmrec import LGMRec
 from sea_pyg.models.lightgcn import LightGCN
 from sea_pyg.models.mf import MFBPR
 from sea_pyg.models.mgcn import MGCN
+from sea_pyg.models.micro import MICRO
 from sea_pyg.models.mmgcn import MMGCN
+from sea_pyg.models.mmssl import MMSSL
+from sea_pyg.models.pamd import PAMD
 from sea_pyg.models.plugin import WithSeparateLearning
 from sea_pyg.models.registry import (
     MODELS,
@@ -33,6 +36,7 @@ from sea_pyg.models.registry import (
     sea_variant,
 )
 from sea_pyg.models.sea import SEA
+from sea_pyg.models.slmrec import SLMRec
 from sea_pyg.models.vbpr import VBPR
 
 __all__ = [
@@ -61,4 +65,8 @@ __all__ = [
     "MMGCN",
     "DualGNN",
     "DRAGON",
+    "SLMRec",
+    "MMSSL",
+    "PAMD",
+    "MICRO",
 ]

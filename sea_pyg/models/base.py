@@ -103,6 +103,9 @@ class Recommender(nn.Module):
 
     #: Whether the model's batches carry a sampled negative item (``(3, B)``).
     uses_negatives: bool = True
+    #: Leading epochs that pre-train the model (e.g. PAMD): the trainer gives :meth:`loss`
+    #: ``(1, B)`` item ids (a shuffled pass over all items per epoch) and skips validation.
+    pretrain_epochs: int = 0
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement loss(batch)")

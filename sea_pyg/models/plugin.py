@@ -32,8 +32,9 @@ class WithSeparateLearning(Recommender):
 
     The separate terms are logged as ``<term_prefix>align`` and ``<term_prefix>dis``.
 
-    * **Delegation.** Scores (:meth:`embeddings`), :meth:`pre_epoch` (e.g. FREEDOM's edge
-      pruning) and :attr:`uses_negatives` are the host's.
+    * **Delegation.** Scores (:meth:`embeddings`, :meth:`score`), :meth:`pre_epoch` (e.g.
+      FREEDOM's edge pruning), :attr:`uses_negatives` and :attr:`pretrain_epochs` are the
+      host's.
     * **Estimators.** The CLUB estimators are declared by the module
       (:meth:`~sea_pyg.nn.SeparateLearning.auxiliary_estimators`); the trainer fits them
       between the backward and the optimizer step, as the official trainer does, keeps them
@@ -113,8 +114,18 @@ class WithSeparateLearning(Recommender):
     def num_items(self) -> int:
         return int(self.host.num_items)
 
+    @property
+    def pretrain_epochs(self) -> int:  # type: ignore[override]
+        return int(self.host.pretrain_epochs)
+
     def embeddings(self) -> tuple[Tensor, Tensor]:
         return self.host.embeddings()
+
+    def scoring_state(self) -> Any:
+        return self.host.scoring_state()
+
+    def score(self, users: Tensor, state: Any = None) -> Tensor:
+        return self.host.score(users, state)
 
     def forward(self, *args: Any, **kwargs: Any):
         return self.host(*args, **kwargs)

@@ -3,6 +3,7 @@
 Everything here takes explicit tensors and sizes; nothing knows a dataset or a file format.
 """
 
+from sea_pyg.nn.adversarial import WassersteinCritic, gradient_penalty
 from sea_pyg.nn.auxiliary import AuxiliaryEstimator, GradientStep
 from sea_pyg.nn.conv import LightGCNPropagation, SymLGConv, bipartite_norm_adj, symmetric_spmm
 from sea_pyg.nn.encoders import ModalGCNEncoder, ProjectionHead
@@ -78,4 +79,5 @@ __all__ = [
     "bipartite_adjacency",
     "user_cooccurrence_graph",
     "UserCooccurrenceGraph",
+    "WassersteinCritic", "gradient_penalty",
 ]

@@ -37,6 +37,8 @@ class AuxiliaryEstimator:
         prepare: Called once per host step, after ``backward()``: returns the
             :data:`GradientStep` for the inputs of the last training forward pass, or ``None``
             when there is nothing to fit (e.g. the forward ran in eval mode).
+        betas: Adam's ``(beta1, beta2)`` of the estimator's optimizer (default
+            PyTorch's; e.g. ``(0.5, 0.9)`` for a WGAN-GP critic).
     """
 
     name: str
@@ -44,3 +46,4 @@ class AuxiliaryEstimator:
     lr: float
     steps: int
     prepare: Callable[[], GradientStep | None]
+    betas: tuple[float, float] = (0.9, 0.999)

@@ -207,9 +207,11 @@ def plot_curves(
     for run in runs:
         if not run.results["history"]:
             raise ValueError(f"{run.path}: the run has no finished epoch yet (empty history)")
-        missing = [m for m in metrics if m not in run.results["history"][0].get("valid", {})]
+        # the first validated epoch (a model's pre-training epochs have no validation)
+        have = next((h["valid"] for h in run.results["history"] if "valid" in h), {})
+        missing = [m for m in metrics if m not in have]
         if missing:
-            have = sorted(run.results["history"][0].get("valid", {}))
+            have = sorted(have)
             raise ValueError(f"{run.path}: no validation metric {missing}; it has {have}")
     terms: list[str] = []
     for run in runs:

@@ -1,5 +1,6 @@
 """Training under the MMRec protocol: trainer, full-sort evaluation, auxiliary-estimator fitting,
-saving/loading trained models and top-K recommendation.
+saving/loading trained models, top-K recommendation, runs over several seeds and paired
+significance tests between runs.
 
 ``train/`` trains; it does not know the model list (that is :mod:`sea_pyg.models`' registry).
 """
@@ -16,15 +17,26 @@ from sea_pyg.train.checkpoint import (
     save_model,
 )
 from sea_pyg.train.config import TrainConfig
-from sea_pyg.train.metrics import METRICS, evaluate_ranking, ranking_metrics
+from sea_pyg.train.metrics import (
+    METRICS,
+    PerUserRanking,
+    evaluate_ranking,
+    evaluate_ranking_per_user,
+    ranking_metrics,
+)
+from sea_pyg.train.per_user import PerUserMetrics, load_per_user
 from sea_pyg.train.recommend import Recommendations, recommend
+from sea_pyg.train.repeat import MeanStd, SeedRuns, seed_summary, train_seeds
 from sea_pyg.train.runfolder import RunFolderError, check_output_dir, run_status
+from sea_pyg.train.significance import PairedTest, SignificanceError, compare_runs, paired_test
 from sea_pyg.train.stopping import EarlyStopping
 from sea_pyg.train.trainer import Trainer, seed_everything
 
 __all__ = [
     "METRICS",
     "evaluate_ranking",
+    "evaluate_ranking_per_user",
+    "PerUserRanking",
     "ranking_metrics",
     "TrainConfig",
     "EarlyStopping",
@@ -46,4 +58,14 @@ __all__ = [
     "run_status",
     "recommend",
     "Recommendations",
+    "PerUserMetrics",
+    "load_per_user",
+    "MeanStd",
+    "SeedRuns",
+    "seed_summary",
+    "train_seeds",
+    "PairedTest",
+    "SignificanceError",
+    "paired_test",
+    "compare_runs",
 ]

@@ -96,7 +96,7 @@ class AuxiliaryTraining:
             raise ValueError(f"auxiliary estimator keys must be unique, got {keys}")
         self.estimators = list(estimators)
         self.optimizers = {
-            key: adam(est.parameters, lr=est.lr, weight_decay=weight_decay)
+            key: adam(est.parameters, lr=est.lr, weight_decay=weight_decay, betas=est.betas)
             for key, est in self.estimators
         }
 

@@ -23,6 +23,7 @@ by :func:`torch.topk`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -31,6 +32,8 @@ __all__ = [
     "METRICS",
     "ranking_metrics",
     "evaluate_ranking",
+    "evaluate_ranking_per_user",
+    "PerUserRanking",
     "full_sort_topk",
     "mask_items",
     "split_csr",
@@ -156,6 +159,21 @@ def full_sort_topk(
     return torch.topk(scores, k=min(k, scores.size(1)), dim=1).indices
 
 
+class PerUserRanking(NamedTuple):
+    """What :func:`evaluate_ranking_per_user` returns.
+
+    Attributes:
+        means: ``{f"{metric}@{k}": mean over the evaluated users}`` (exactly the floats
+            :func:`evaluate_ranking` returns).
+        users: ``(n,)`` ids of the evaluated users (those with a held-out item), ascending.
+        values: ``{f"{metric}@{k}": (n,) float64 tensor}``, row ``j`` for ``users[j]``.
+    """
+
+    means: dict[str, float]
+    users: Tensor
+    values: dict[str, Tensor]
+
+
 @torch.no_grad()
 def evaluate_ranking(
     score_fn: Callable[[Tensor], Tensor],
@@ -183,6 +201,47 @@ def evaluate_ranking(
     Returns:
         ``{f"{metric}@{k}": mean over evaluated users}`` as Python floats (not rounded).
     """
+    return _evaluate(
+        score_fn, eval_edge_index, train_edge_index, num_users, num_items, ks, metrics,
+        chunk_size, keep=False,
+    ).means
+
+
+@torch.no_grad()
+def evaluate_ranking_per_user(
+    score_fn: Callable[[Tensor], Tensor],
+    eval_edge_index: Tensor,
+    train_edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    ks: Sequence[int] = (10, 20),
+    metrics: Sequence[str] = METRICS,
+    chunk_size: int = 4096,
+) -> PerUserRanking:
+    """:func:`evaluate_ranking` that also keeps each evaluated user's metrics (on the CPU),
+    e.g. for a paired significance test between two models (:mod:`sea_pyg.train.significance`).
+
+    The arguments are :func:`evaluate_ranking`'s; ``means`` are the same floats it returns
+    (summed chunk by chunk in the same order), and ``values[name].mean()`` equals
+    ``means[name]`` up to the rounding of the summation order.
+    """
+    return _evaluate(
+        score_fn, eval_edge_index, train_edge_index, num_users, num_items, ks, metrics,
+        chunk_size, keep=True,
+    )
+
+
+def _evaluate(
+    score_fn: Callable[[Tensor], Tensor],
+    eval_edge_index: Tensor,
+    train_edge_index: Tensor,
+    num_users: int,
+    num_items: int,
+    ks: Sequence[int],
+    metrics: Sequence[str],
+    chunk_size: int,
+    keep: bool,
+) -> PerUserRanking:
     if chunk_size < 1:
         raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}")
     device = eval_edge_index.device
@@ -197,6 +256,7 @@ def evaluate_ranking(
         raise ValueError(f"max cut-off {kmax} exceeds the number of items {num_items}")
     pos_keys = _user_item_keys(pos_rowptr, pos_items, num_items)
     sums = {f"{m}@{k}": 0.0 for k in ks for m in metrics}
+    kept: dict[str, list[Tensor]] = {name: [] for name in sums}
     for start in range(0, eval_users.numel(), chunk_size):
         users = eval_users[start : start + chunk_size]
         scores = score_fn(users)
@@ -214,8 +274,14 @@ def evaluate_ranking(
         per_user = ranking_metrics(hits, num_pos_all[users], ks, metrics)
         for name, values in per_user.items():
             sums[name] += float(values.sum())
+            if keep:
+                kept[name].append(values.cpu())
     n = eval_users.numel()
-    return {name: total / n for name, total in sums.items()}
+    means = {name: total / n for name, total in sums.items()}
+    if not keep:
+        return PerUserRanking(means, eval_users.new_empty(0), {})
+    values = {name: torch.cat(parts) for name, parts in kept.items()}
+    return PerUserRanking(means, eval_users.cpu(), values)
 
 
 def _user_item_keys(rowptr: Tensor, items: Tensor, num_items: int) -> Tensor:

@@ -9,7 +9,12 @@ import torch
 __all__ = ["adam"]
 
 
-def adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0):
+def adam(
+    params: Iterable[torch.nn.Parameter],
+    lr: float,
+    weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+):
     """``torch.optim.Adam`` with the fused kernel when every parameter allows it.
 
     The fused implementation computes the same update as the default one (up to rounding) in
@@ -21,4 +26,6 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 
     fused = bool(params) and all(
         p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
     )
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+    return torch.optim.Adam(
+        params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None
+    )

@@ -4,21 +4,22 @@ A run folder (``TrainConfig.output_dir``, ``--out`` on the command line) holds::
 
     results.json   the run's summary: status, epochs, best epoch, metrics, history
     best.pt        the model at the best validation epoch (a saved model, see load_model)
+    per_user.csv   each evaluated user's metrics at that epoch (see sea_pyg.train.per_user)
     last.pt        everything needed to resume (weights, optimizer, RNG states, history)
     .lock          held (flock) by the process that trains into the folder
     config.yaml    ... and any other files the caller passed as ``run_files``
 
-**Which file is the truth.** ``results.json``, ``best.pt`` and ``last.pt`` always describe one
-and the same moment of the run (the end of the epoch in ``last.pt``): they are switched together
-by a *commit*. A commit writes each new file next to the old one as ``.<name>.next`` (complete
-and flushed to the disk), then writes the commit record ``.commit.json`` naming them (one atomic
-rename: **this is the moment the new state becomes the truth**), then renames the ``.next`` files
-over the old ones and deletes the record. A crash before the record leaves the old state (the
-``.next`` files are deleted at the next start); a crash after it leaves a record whose ``.next``
-files are the truth: readers (:func:`resolve`, used by ``load_model``, ``recommend`` and resume)
-read them instead of the old files, and the next process that claims the folder finishes the
-renames. So: *the truth is the committed set; when ``.commit.json`` exists, the ``.next`` files
-it names replace the plain ones.*
+**Which file is the truth.** ``results.json``, ``best.pt`` (with ``per_user.csv``) and ``last.pt``
+always describe one and the same moment of the run (the end of the epoch in ``last.pt``): they are
+switched together by a *commit*. A commit writes each new file next to the old one as
+``.<name>.next`` (complete and flushed to the disk), then writes the commit record ``.commit.json``
+naming them (one atomic rename: **this is the moment the new state becomes the truth**), then
+renames the ``.next`` files over the old ones and deletes the record. A crash before the record
+leaves the old state (the ``.next`` files are deleted at the next start); a crash after it leaves a
+record whose ``.next`` files are the truth: readers (:func:`resolve`, used by ``load_model``,
+``recommend`` and resume) read them instead of the old files, and the next process that claims the
+folder finishes the renames. So: *the truth is the committed set; when ``.commit.json`` exists, the
+``.next`` files it names replace the plain ones.*
 
 **Status.** ``results.json`` says ``"status"``: ``"running"`` (written by a live process),
 ``"interrupted"`` (the process stopped by an exception, or was killed: :func:`run_status` reports
@@ -58,6 +59,7 @@ from sea_pyg.io import (
 __all__ = [
     "RESULTS",
     "BEST",
+    "PER_USER",
     "LAST",
     "RUN_FILES",
     "RunFolderError",
@@ -70,8 +72,10 @@ __all__ = [
 ]
 
 RESULTS, BEST, LAST = "results.json", "best.pt", "last.pt"
+#: Per-user metrics at the best validation epoch (committed with ``best.pt``).
+PER_USER = "per_user.csv"
 #: The files a commit switches (those that make a folder "hold a run").
-RUN_FILES = (RESULTS, BEST, LAST)
+RUN_FILES = (RESULTS, BEST, LAST, PER_USER)
 LOCK = ".lock"
 COMMIT = ".commit.json"
 

@@ -29,12 +29,14 @@ from sea_pyg.train.checkpoint import (
     model_payload,
 )
 from sea_pyg.train.config import TrainConfig
-from sea_pyg.train.metrics import evaluate_ranking
+from sea_pyg.train.metrics import PerUserRanking, evaluate_ranking, evaluate_ranking_per_user
 from sea_pyg.train.optim import adam
+from sea_pyg.train.per_user import data_fingerprint, per_user_csv
 from sea_pyg.train.resume import differences_message, refused_changes, resume_differences
 from sea_pyg.train.runfolder import (
     BEST,
     LAST,
+    PER_USER,
     RESULTS,
     RUN_FILES,
     RunFolder,
@@ -98,22 +100,31 @@ class Trainer:
     order); they are left out of the model's optimizer, and their optimizer state is saved in
     ``last.pt``.
 
+    **Pre-training stage.** A model whose ``pretrain_epochs`` is ``P > 0`` (e.g. PAMD) spends
+    its first ``P`` epochs (counted in ``epochs``) pre-training: each such epoch is one pass over
+    all items in a fresh random order, in mini-batches of ``batch_size`` item ids given to
+    ``model.loss`` as ``(1, B)`` tensors (drawn from the sampler's generator, so resume stays
+    exact); there is no validation and no early stopping, and the history records
+    ``"stage": "pretrain"``. The first training epoch after it starts from a fresh optimizer
+    state (a new Adam, as the two-stage scripts of such models do).
+
     Early stopping: the validation metric is rounded to 4 decimals; an epoch improves only if it
     is strictly greater than the best so far (initially -1); training stops after
     ``patience + 1`` consecutive non-improving epochs, after a non-finite loss, or at the epoch cap.
 
     **The run folder.** With ``output_dir`` set, :meth:`fit` claims the folder (a lock: a second
     run into it is refused; a folder holding a run is refused unless ``resume`` or ``overwrite``),
-    writes ``run_files``, and commits after every ``checkpoint_every`` epochs and at the end,
-    in one atomic step (see :mod:`sea_pyg.train.runfolder`, which also says which file is the
-    truth): ``best.pt`` (model weights at the best epoch so far, the model's registry
-    description and the dataset's metadata and fingerprints: a saved model that
-    :func:`sea_pyg.load_model` rebuilds), ``last.pt`` (everything needed to resume exactly) and
+    writes ``run_files``, and commits after every ``checkpoint_every`` epochs and at the end, in
+    one atomic step (see :mod:`sea_pyg.train.runfolder`, which also says which file is the truth):
+    ``best.pt`` (model weights at the best epoch so far, the model's registry description and the
+    dataset's metadata and fingerprints: a saved model that :func:`sea_pyg.load_model` rebuilds)
+    with ``per_user.csv`` (each evaluated user's validation and test metrics at that epoch, see
+    :mod:`sea_pyg.train.per_user`), ``last.pt`` (everything needed to resume exactly) and
     ``results.json`` (``status`` ``"running"`` / ``"interrupted"`` / ``"finished"``, epochs run,
-    best epoch, metrics, history, and the ``stop_reason`` once finished). ``last.pt`` leaves
-    out the frozen tensors the model rebuilds from the data (see
-    :mod:`sea_pyg.train.checkpoint`); ``best.pt`` holds the whole ``state_dict``.
-    Checkpoints load with ``torch.load(path, weights_only=True)``.
+    best epoch, metrics, history, and the ``stop_reason`` once finished). ``last.pt`` leaves out
+    the frozen tensors the model rebuilds from the data (see :mod:`sea_pyg.train.checkpoint`);
+    ``best.pt`` holds the whole ``state_dict``. Checkpoints load with
+    ``torch.load(path, weights_only=True)``.
 
     **Resume** (``resume=True``) continues from ``last.pt`` after checking that the model,
     hyper-parameters, settings and data are those it was trained with (see
@@ -202,6 +213,10 @@ class Trainer:
         self.best_epoch = -1
         self.best_valid: dict[str, float] = {}
         self.best_test: dict[str, float] = {}
+        #: ``{"valid": PerUserRanking, "test": PerUserRanking}`` of the best epoch (``{}``
+        #: before it, and after a resume until the run improves again: the run folder's
+        #: ``per_user.csv`` holds it then).
+        self.best_per_user: dict[str, PerUserRanking] = {}
         self.history: list[dict[str, Any]] = []
         self.stop_reason: str | None = None
         self.finished = False
@@ -219,6 +234,14 @@ class Trainer:
     def evaluate(self, split: str = "valid") -> dict[str, float]:
         """Full-sort metrics of the current model on ``"valid"`` or ``"test"`` (not rounded),
         scored with :meth:`~sea_pyg.models.Recommender.score`."""
+        return self._evaluate(split, evaluate_ranking)
+
+    def evaluate_per_user(self, split: str = "valid") -> PerUserRanking:
+        """:meth:`evaluate` with each evaluated user's metrics
+        (:func:`~sea_pyg.train.metrics.evaluate_ranking_per_user`)."""
+        return self._evaluate(split, evaluate_ranking_per_user)
+
+    def _evaluate(self, split: str, evaluate: Any) -> Any:
         if split not in ("valid", "test"):
             raise ValueError(f"`split` must be 'valid' or 'test', got {split!r}")
         edges = self.val_edge_index if split == "valid" else self.test_edge_index
@@ -227,7 +250,7 @@ class Trainer:
         try:
             with torch.no_grad():
                 state = self.model.scoring_state()
-                return evaluate_ranking(
+                return evaluate(
                     lambda users: self.model.score(users, state),
                     edges,
                     self.train_edge_index,
@@ -356,6 +379,8 @@ class Trainer:
         files = {}
         if self._best_payload is not None:
             files[BEST] = torch_writer(self._best_payload)
+            per_user = {k: (v.users, v.values) for k, v in self.best_per_user.items()}
+            files[PER_USER] = text_writer(per_user_csv(per_user))
         files[LAST] = torch_writer(self._checkpoint())
         results = self.results() if results is None else results
         files[RESULTS] = text_writer(json.dumps(jsonable(results), indent=2))
@@ -391,11 +416,17 @@ class Trainer:
         self.model.train()
         self.model.pre_epoch(epoch)
         self._set_lr(epoch)
+        batches = self.sampler
+        if self._pretraining(epoch):  # a pass over the items (see the class documentation)
+            order = torch.randperm(self.num_items, generator=self.generator)
+            batches = [b.view(1, -1).to(self.device) for b in order.split(self.config.batch_size)]
+        elif epoch == self._pretrain_epochs() > 0:
+            self.optimizer.state.clear()  # fine-tuning starts a fresh Adam
         sums: dict[str, float] = {}
         model_terms: set[str] = set()
         bar = tqdm(
-            self.sampler,
-            total=len(self.sampler),
+            batches,
+            total=len(batches),
             desc=f"epoch {epoch}",
             leave=False,
             disable=not self.config.progress,
@@ -419,14 +450,23 @@ class Trainer:
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         finally:
             bar.close()
-        nb = len(self.sampler)
+        nb = len(batches)
         return {k: v / nb for k, v in sums.items()}, model_terms
+
+    def _pretrain_epochs(self) -> int:
+        """The model's pre-training epochs (``pretrain_epochs``, default 0)."""
+        return int(getattr(self.model, "pretrain_epochs", 0))
+
+    def _pretraining(self, epoch: int) -> bool:
+        """Whether ``epoch`` belongs to the model's pre-training stage."""
+        return epoch < self._pretrain_epochs()
 
     def validate(self, record: dict[str, Any]) -> bool:
         """Evaluates the validation split into ``record``; on a (rounded, strict) improvement
         also the test split. Returns whether the epoch improved."""
         t1 = time.perf_counter()
-        valid = self.evaluate("valid")
+        valid_users = self.evaluate_per_user("valid")
+        valid = valid_users.means
         record["eval_time"] = time.perf_counter() - t1
         record["valid"] = valid
         improved = self.stopping.update(valid[self.config.valid_metric])
@@ -434,13 +474,19 @@ class Trainer:
             self.best_epoch = record["epoch"]
             self.best_valid = valid
             t2 = time.perf_counter()
-            self.best_test = self.evaluate("test")
+            test_users = self.evaluate_per_user("test")
+            self.best_per_user = {"valid": valid_users, "test": test_users}
+            self.best_test = test_users.means
             record["test"] = self.best_test
             record["test_time"] = time.perf_counter() - t2
         return improved
 
     def _log_epoch(self, record: dict[str, Any], improved: bool) -> None:
         loss_str = " ".join(f"{k}={v:.4f}" for k, v in record["losses"].items())
+        if record.get("stage") == "pretrain":
+            self._log(f"epoch {record['epoch']:4d} | pretrain | {loss_str} | "
+                      f"train {record['train_time']:.2f}s")
+            return
         line = (
             f"epoch {record['epoch']:4d} | {loss_str} | train {record['train_time']:.2f}s "
             f"eval {record['eval_time']:.2f}s | valid {_fmt(_headline(record['valid']))}"
@@ -469,16 +515,21 @@ class Trainer:
         ``status`` is ``"finished"`` once training is over (``stop_reason`` says why: early
         stop, non-finite loss, or ``"epoch cap"`` when the cap was reached), else
         ``"running"`` (``stop_reason`` is ``None``); ``last_epoch`` is the last finished epoch
-        (``-1``: none). A run folder's file says ``"interrupted"`` after an exception, and
+        (``-1``: none). ``data_fingerprint`` identifies the data
+        (:func:`~sea_pyg.train.per_user.data_fingerprint`: sizes and SHA-1 of the splits,
+        features and id maps); ``threads`` is torch's intra-op thread count of this process.
+        A run folder's file says ``"interrupted"`` after an exception, and
         :func:`~sea_pyg.train.runfolder.run_status` reports a killed run as interrupted.
         """
         train_times = [h["train_time"] for h in self.history]
+        eval_times = [h["eval_time"] for h in self.history if "eval_time" in h]  # not pretrain
         return {
             "status": "finished" if self.finished else "running",
             "model": self.model_info,
             "dataset": self.dataset_name,
             "num_users": self.num_users,
             "num_items": self.num_items,
+            "data_fingerprint": data_fingerprint(self.dataset_meta),
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "config": jsonable(asdict(self.config)),
             "epochs_run": len(self.history),
@@ -489,8 +540,9 @@ class Trainer:
             "test": self.best_test,
             "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
             "eval_seconds_per_epoch": (
-                float(np.mean([h["eval_time"] for h in self.history])) if self.history else None
+                float(np.mean(eval_times)) if eval_times else None
             ),
+            "threads": torch.get_num_threads(),
             "resumes": self.resumes,
             "history": self.history,
         }
@@ -542,6 +594,8 @@ class Trainer:
             f"training {self.model_info.get('name')} on {self.dataset_name}: "
             f"{self.num_users} users, {self.num_items} items, "
             f"{self.sampler.num_rows} train rows, {len(self.sampler)} batches/epoch"
+            + (f"; its first {pre} epochs pre-train it (no validation)"
+               if (pre := self._pretrain_epochs()) else "")
         )
         while True:
             stop = self._stop_now()
@@ -562,7 +616,10 @@ class Trainer:
                 "losses": losses,
                 "train_time": time.perf_counter() - t0,
             }
-            improved = self.validate(record)
+            if self._pretraining(epoch):
+                record["stage"], improved = "pretrain", False
+            else:
+                improved = self.validate(record)
             self.history.append(record)
             self.epoch = epoch + 1
             self._log_epoch(record, improved)
@@ -584,6 +641,9 @@ class Trainer:
         results["wall_seconds"] = time.perf_counter() - start
         self._commit(results)
         fault_point()  # crash tests: killed after the final commit
+        if self._pretraining(self.epoch - 1):
+            self._log(f"the run ended inside the pre-training stage ({self._pretrain_epochs()} "
+                      "epochs): nothing was evaluated; raise epochs (--epochs) past it")
         self._log(
             f"done ({self.stop_reason}): best epoch {self.best_epoch}, "
             f"valid {_fmt(self.best_valid)}\n  test @ best valid: {_fmt(self.best_test)}"

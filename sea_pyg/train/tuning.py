@@ -485,14 +485,14 @@ class TrialRunner:
         reported: set[int] = set()
 
         def report(trainer: Trainer) -> None:
-            for rec in trainer.history:
-                if rec["epoch"] not in reported:
+            for rec in trainer.history:  # validated epochs (not a pre-training stage's)
+                if rec["epoch"] not in reported and "valid" in rec:
                     trial.report(float(rec["valid"][metric]), int(rec["epoch"]))
                     reported.add(rec["epoch"])
 
         def on_epoch(trainer: Trainer, record: dict[str, Any]) -> None:
             report(trainer)
-            if trial.should_prune():
+            if "valid" in record and trial.should_prune():
                 trial.set_user_attr("pruned_at", int(record["epoch"]))
                 self._record(trial, trainer.results())
                 raise optuna.TrialPruned(

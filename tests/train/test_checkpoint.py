@@ -209,12 +209,13 @@ def test_disk_full_while_saving_keeps_the_run_and_says_so(folder, tmp_path, monk
 
     monkeypatch.setattr(torch, "save", full)
     with pytest.raises(OSError, match=r"no space left on the device while saving the run in "
-                       rf"{tmp_path} \((best.pt, )?last.pt, results.json; \d+ MiB free\): its "
+                       rf"{tmp_path} \((best.pt, per_user.csv, )?last.pt, results.json; \d+ "
+                       r"MiB free\): its "
                        r"previous files are unchanged.*--resume"):
         Trainer(model, data, TrainConfig(epochs=3, resume=True, **cfg), model_info=info).fit()
     assert {n: (tmp_path / n).read_bytes() for n in before} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "best.pt", "last.pt",
-                                                          "results.json"]
+                                                          "per_user.csv", "results.json"]
 
 
 # ---- fingerprints of features and id maps (item 7) -----------------------------------------------

@@ -245,3 +245,67 @@ def test_lr_schedule_is_mmrecs_per_epoch_decay_and_survives_resume(tiny, tmp_pat
         _cfg(lr_schedule=(1.5, 50))
     with pytest.raises(ValueError, match="lr_schedule"):
         _cfg(lr_schedule=(0.9,))
+
+
+class _Staged(Recommender):
+    """MF that pre-trains its item table for ``pretrain_epochs`` epochs on ``(1, B)`` item
+    batches (pulling items towards 1) and records the batches it gets."""
+
+    def __init__(self, num_users, num_items, pretrain_epochs):
+        super().__init__()
+        self.pretrain_epochs = pretrain_epochs
+        self.u, self.i = nn.Embedding(num_users, 4), nn.Embedding(num_items, 4)
+        self.seen: list[tuple[int, ...]] = []
+
+    def loss(self, batch):
+        self.seen.append(tuple(batch.shape))
+        if batch.size(0) == 1:
+            return {"pre": (self.i(batch[0]) - 1).pow(2).mean()}
+        u, p, n = self.u(batch[0]), self.i(batch[1]), self.i(batch[2])
+        return {"bpr": -torch.nn.functional.logsigmoid((u * (p - n)).sum(-1)).mean()}
+
+    def embeddings(self):
+        return self.u.weight, self.i.weight
+
+
+def test_pretraining_stage_passes_over_items_without_validation(tiny, tmp_path):
+    """A model's ``pretrain_epochs`` leading epochs: each a shuffled pass over all items in
+    ``(1, batch_size)`` batches, no validation (history ``stage: pretrain``), and the first
+    training epoch after them starts a fresh Adam."""
+    num_items = tiny["item"].num_nodes  # 40
+    seed_everything(0)
+    model = _Staged(tiny["user"].num_nodes, num_items, pretrain_epochs=2)
+    steps = []
+
+    class Spy(Trainer):
+        def train_epoch(self, epoch):
+            out = super().train_epoch(epoch)
+            steps.append(int(self.optimizer.state[model.u.weight].get("step", 0))
+                         if model.u.weight in self.optimizer.state else 0)
+            steps.append(int(self.optimizer.state[model.i.weight]["step"]))
+            return out
+
+    tr = Spy(model, tiny, _cfg(epochs=4, batch_size=16, output_dir=str(tmp_path)))
+    res = tr.fit()
+    n_rows = len(tr.sampler)
+    assert model.seen[:6] == [(1, 16), (1, 16), (1, 8)] * 2  # 40 items: 16 + 16 + 8, twice
+    assert len(model.seen) == 6 + 2 * n_rows and {s[0] for s in model.seen[6:]} == {3}
+    # (the item ids of each pass are a permutation of all items: checked through PAMD's tests)
+    hist = res["history"]
+    assert [h.get("stage") for h in hist] == ["pretrain", "pretrain", None, None]
+    assert all("valid" not in h and "eval_time" not in h for h in hist[:2])
+    assert list(hist[0]["losses"]) == ["pre"] and list(hist[2]["losses"]) == ["bpr"]
+    assert res["best_epoch"] >= 2 and res["eval_seconds_per_epoch"] is not None
+    # Adam steps of the item table: 3 per pre-training epoch, then restarted after them
+    assert steps[1::2] == [3, 6, n_rows, 2 * n_rows]
+    assert steps[0::2] == [0, 0, n_rows, 2 * n_rows]
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [h.get("stage") for h in saved["history"]] == ["pretrain", "pretrain", None, None]
+
+
+def test_run_ending_inside_pretraining_reports_no_metrics(tiny):
+    seed_everything(0)
+    model = _Staged(tiny["user"].num_nodes, tiny["item"].num_nodes, pretrain_epochs=3)
+    res = Trainer(model, tiny, _cfg(epochs=2)).fit()
+    assert res["stop_reason"] == "epoch cap" and res["best_epoch"] == -1
+    assert res["test"] == {} and res["best_valid"] == {} and res["eval_seconds_per_epoch"] is None
