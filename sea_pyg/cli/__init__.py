@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser(_train_model_help(argv))
         args = parser.parse_args(argv)
         command = args.command
+        args._argv = argv  # `sea-pyg tune --workers N` starts its workers with it
         if command is None:
             parser.print_help()
             return 2

@@ -177,7 +177,18 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 args.workdirs, args.out, models=args.models, metrics=args.metrics,
                 split=args.split, finished_only=not args.include_unfinished,
             )
+        elif args.figure == "trials":
+            out = plot.plot_trials(args.study, args.out, metric=args.metric)
+        elif args.figure == "sensitivity" and any(plot.is_study(w) for w in args.workdirs):
+            if len(args.workdirs) != 1:
+                raise UserError("plot sensitivity: give one study folder (holding study.db), "
+                                "or work folders of runs, not both")
+            out = plot.plot_study_sensitivity(args.workdirs[0], args.out, params=args.param,
+                                              metrics=args.metrics, split=args.split)
         elif args.figure == "sensitivity":
+            if not args.param:
+                raise UserError("plot sensitivity: --param NAME is needed for work folders "
+                                "of runs (a study folder knows its parameters)")
             out = plot.plot_sensitivity(
                 args.workdirs, args.param, args.out, metrics=args.metrics, split=args.split,
                 finished_only=not args.include_unfinished,

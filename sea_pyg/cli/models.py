@@ -143,6 +143,10 @@ def model_details(name: str) -> str:
         lines += [" " * left + m for m in meaning[1:]]
     if spec.preset:
         lines.append("    * set by this name (the class's own default differs)")
+    if spec.search_space:
+        lines += ["", f"  search space (sea-pyg tune --model {name}):"]
+        lines += [f"    {k}: {', '.join(_value(v) for v in vals)}"
+                  for k, vals in spec.search_space.items()]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from sea_pyg.cli.errors import CommandError
 from sea_pyg.cli.models import cmd_models, compact_model_list
 from sea_pyg.cli.runs import cmd_runs
 from sea_pyg.cli.train import cmd_train
+from sea_pyg.cli.tune import cmd_tune
 
 __all__ = ["build_parser", "Parser"]
 
@@ -161,6 +162,75 @@ def _add_runs_parser(sub) -> None:
     r.set_defaults(func=cmd_runs)
 
 
+def _add_tune_parser(sub) -> None:
+    t = sub.add_parser(
+        "tune",
+        help="hyper-parameter study of a model on validation (Optuna, resumable)",
+        description="Search a model's hyper-parameters on the validation metric: grid, random "
+        "or TPE sampling (Optuna), the study in STUDY/study.db (SQLite), each trial a run "
+        "folder in STUDY/trials. The same command resumes a study (finished trials kept, "
+        "trials of killed workers redone from their last epoch); other settings on the same "
+        "--study are refused. Reports a table of trials, the chosen trial (best validation "
+        "value) with its test metrics at its best validation epoch, and STUDY/best.yaml for "
+        "`sea-pyg train --config`. Needs Optuna: pip install \"sea-pyg[tune]\".",
+    )
+    t.add_argument("--model", required=True, metavar="NAME", help="model to tune")
+    t.add_argument("--sea", action="store_true", help="tune MODEL+sea")
+    t.add_argument("--space", metavar="FILE",
+                   help="search space, YAML or JSON: NAME: [values], or NAME: {low: A, high: B, "
+                   "log: true, step: S, type: int} (default: the model's registered grid, "
+                   "MMRec's; `sea-pyg models NAME` shows it)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="hyper-parameter fixed for every trial (repeatable)")
+    t.add_argument("--sampler", choices=["grid", "random", "tpe"],
+                   help="grid: every point once; random; tpe (default: grid if the space is a "
+                   "grid, else tpe)")
+    t.add_argument("--trials", metavar="N", type=integer(1),
+                   help="trials to finish (default for grid: all its points; needed otherwise)")
+    t.add_argument("--study", metavar="DIR",
+                   help="study folder (default runs/tune-<model>-<data>)")
+    t.add_argument("--workers", metavar="W", type=integer(1), default=1,
+                   help="worker processes on this machine (default 1)")
+    t.add_argument("--threads", metavar="N", type=integer(1), default=1,
+                   help="torch threads per worker (default 1)")
+    t.add_argument("--sampler-seed", metavar="N", type=integer(0), default=0,
+                   help="seed of the sampler (default 0)")
+    t.add_argument("--pruner", choices=["none", "median", "hyperband"], default="none",
+                   help="stop hopeless trials early from their per-epoch validation values "
+                   "(Optuna's MedianPruner or HyperbandPruner; default none)")
+    t.add_argument("--prune-warmup", metavar="EPOCHS", type=integer(0), default=10,
+                   help="epochs before a trial may be pruned (default 10)")
+    t.add_argument("--prune-startup", metavar="N", type=integer(0), default=3,
+                   help="median pruner: trials finished before pruning starts (default 3)")
+    t.add_argument("--mmrec-test-selection", action="store_true",
+                   help="also report MMRec's choice by the TEST metric (test-set leakage; "
+                   "for reproducing published numbers only; every output says so)")
+    _add_import_arg(t)
+    _add_data_args(t)
+    g = t.add_argument_group("training of each trial (defaults: the MMRec protocol's, or the "
+                             "model's)")
+    g.add_argument("--epochs", metavar="N", type=integer(1), help="epoch cap (default 1000)")
+    g.add_argument("--lr", metavar="LR", type=number(0.0), help="learning rate (model default)")
+    g.add_argument("--lr-schedule", nargs=2, metavar=("DECAY", "STEP"), type=number(0.0),
+                   help="lr * DECAY ** (epoch / STEP) (model default)")
+    g.add_argument("--batch-size", metavar="N", type=integer(1), help="default 2048")
+    g.add_argument("--weight-decay", metavar="WD", type=number(0.0, inclusive=True),
+                   help="Adam weight decay (default 0)")
+    g.add_argument("--patience", metavar="N", type=integer(0),
+                   help="early-stopping patience (default 20)")
+    g.add_argument("--valid-metric", metavar="METRIC",
+                   help="the metric trials are compared on (default recall@20)")
+    g.add_argument("--eval-chunk-size", metavar="N", type=integer(1),
+                   help="users scored at once (default 4096)")
+    g.add_argument("--seed", metavar="N", type=integer(0), default=999,
+                   help="training seed of every trial (default 999)")
+    g.add_argument("--device", metavar="DEVICE", help="torch device (default cpu)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--quiet", action="store_true", help="no line per finished trial")
+    t.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    t.set_defaults(func=cmd_tune, _train_parser=sub.choices["train"])
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data (default: the built-in synthetic 'small' preset)")
     g.add_argument(
@@ -296,6 +366,7 @@ def _add_plot_parser(sub) -> None:
     _add_curves_parser(figs)
     _add_ablation_parser(figs)
     _add_sensitivity_parser(figs)
+    _add_trials_parser(figs)
     _add_embeddings_parser(figs)
     pl.set_defaults(func=commands.cmd_plot)
 
@@ -349,12 +420,24 @@ def _add_ablation_parser(figs) -> None:
 def _add_sensitivity_parser(figs) -> None:
     s = figs.add_parser("sensitivity", help="metric vs a hyper-parameter (paper Figure 4)",
                         description="Metric against a hyper-parameter's value (read from each "
-                        "results.json: model hparams, then config), a line per model.")
+                        "results.json: model hparams, then config), a line per model. Given a "
+                        "study folder of `sea-pyg tune` (holding study.db): each searched "
+                        "hyper-parameter with the others at the chosen trial's values.")
     _add_workdir_args(s)
-    s.add_argument("--param", action="append", required=True, metavar="NAME",
-                   help="hyper-parameter, e.g. align_weight (repeat for several rows)")
+    s.add_argument("--param", action="append", metavar="NAME",
+                   help="hyper-parameter, e.g. align_weight (repeat for several rows; needed "
+                   "for work folders; default for a study: every searched one)")
     _add_metrics_arg(s)
     _add_out_arg(s)
+
+
+def _add_trials_parser(figs) -> None:
+    t = figs.add_parser("trials", help="optimisation history of a `sea-pyg tune` study",
+                        description="Each trial's best validation value in trial order, pruned "
+                        "trials at their last value, the best so far and the chosen trial.")
+    t.add_argument("study", metavar="STUDY", help="study folder (holding study.db)")
+    t.add_argument("--metric", help="validation metric (default: the study's)")
+    _add_out_arg(t)
 
 
 def _add_embeddings_parser(figs) -> None:
@@ -433,6 +516,7 @@ def build_parser(train_epilog: str | None = None) -> argparse.ArgumentParser:
     _add_train_parser(sub, train_epilog)
     _add_models_parser(sub)
     _add_runs_parser(sub)
+    _add_tune_parser(sub)
     _add_compare_parser(sub)
     _add_synth_parser(sub)
     _add_prepare_parser(sub)

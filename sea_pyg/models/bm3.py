@@ -25,7 +25,13 @@ def _neg_cos(a: Tensor, b: Tensor) -> Tensor:
 # MMRec BM3.yaml: embedding_size 64, cl_weight 2.0; grid n_layers {1, 2}, dropout {0.3, 0.5},
 # reg_weight {0.1, 0.01}. Defaults: the official best for Baby (1, 0.5, 0.1). Protocol lr 1e-3.
 @register_model(
-    "bm3", "BM3: self-supervised, no negatives, dropout target views (MMRec BM3)"
+    "bm3", "BM3: self-supervised, no negatives, dropout target views (MMRec BM3)",
+    # MMRec BM3.yaml's grid
+    search_space={
+        "num_layers": [1, 2],
+        "dropout": [0.3, 0.5],
+        "reg_weight": [0.1, 0.01],
+    },
 )
 class BM3(MultimodalRecommender):
     r"""BM3: bootstrapped latent representations, trained without negative samples.

@@ -30,6 +30,11 @@ __all__ = ["DRAGON"]
         "learning rate 1e-4, the model's",
         {"club_lr": 1e-4},
     ),
+    # MMRec DRAGON.yaml's grid (learning_rate -> lr; aggr_mode has one value)
+    search_space={
+        "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+    },
 )
 class DRAGON(DualGNN):
     r"""DRAGON: dual representations from heterogeneous and homogeneous graphs.

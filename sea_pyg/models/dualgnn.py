@@ -38,6 +38,11 @@ FUSIONS = ("mmrec", "weighted_sum", "concat")
         "CLUB learning rate 1e-4, the model's",
         {"club_lr": 1e-4},
     ),
+    # MMRec DualGNN.yaml's grid (learning_rate -> lr; aggr_mode has one value)
+    search_space={
+        "lr": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+        "reg_weight": [0.1, 0.01, 1e-3, 1e-4, 1e-5],
+    },
 )
 class DualGNN(MultimodalRecommender):
     r"""DualGNN: per-modality user-item GCNs fused per user, plus a user co-occurrence graph.

@@ -36,6 +36,11 @@ __all__ = ["FREEDOM"]
         "feed the score unless fuse_modalities=true)",
         {"proj_hidden_dim": 33, "proj_dim": 63},
     ),
+    # MMRec FREEDOM.yaml's grid
+    search_space={
+        "dropout": [0.8, 0.9],
+        "reg_weight": [0.0, 1e-5, 1e-4, 1e-3],
+    },
 )
 class FREEDOM(MultimodalRecommender):
     r"""FREEDOM: a frozen item-item graph and degree-sensitive pruning of the user-item graph.

@@ -44,6 +44,11 @@ def _self_loop_rw_graph(edge_index: Tensor, num_users: int, num_items: int) -> W
     "LATTICE: item-item graphs learned from the projected features, mixed with the frozen kNN "
     "graphs, plus LightGCN (MMRec)",
     train_defaults={"lr": 5e-4, "lr_schedule": (0.96, 50.0)},
+    # MMRec LATTICE.yaml's grid (learning_rate -> lr)
+    search_space={
+        "reg_weight": [0.0, 1e-5, 1e-4, 1e-3],
+        "lr": [1e-4, 5e-4, 1e-3, 5e-3],
+    },
 )
 class LATTICE(MultimodalRecommender):
     r"""LATTICE: item-item graphs mined from the modality features during training.

@@ -28,6 +28,12 @@ EDGE_SAMPLING = ("alternate", "degree", "uniform")
 @register_model(
     "layergcn",
     "LayerGCN: layer-refined GCN with degree-sensitive edge dropout (MMRec LayerGCN)",
+    # MMRec LayerGCN.yaml's grid
+    search_space={
+        "num_layers": [4],
+        "dropout": [0.0, 0.1, 0.2],
+        "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5],
+    },
 )
 class LayerGCN(Recommender):
     r"""LayerGCN: LightGCN layers re-weighted by their similarity to the ego embeddings.

@@ -53,6 +53,14 @@ class LGMRecPass:
 @register_model(
     "lgmrec",
     "LGMRec: local graphs (LightGCN + modality) + global learned hypergraphs (MMRec)",
+    # the union of the Baby / Sports / Clothing settings in MMRec's LGMRec.yaml (its grid is the
+    # Baby point alone)
+    search_space={
+        "hyper_layers": [1, 2],
+        "num_hyperedges": [4, 64],
+        "keep_rate": [0.2, 0.4, 0.5],
+        "alpha": [0.2, 0.3, 0.6],
+    },
 )
 class LGMRec(MultimodalRecommender):
     r"""LGMRec: local user-item graph embeddings plus global hypergraph embeddings.

@@ -13,7 +13,14 @@ from sea_pyg.nn.losses import bpr_loss, emb_loss
 __all__ = ["LightGCN"]
 
 
-@register_model("lightgcn", "LightGCN on PyG LGConv (MMRec LightGCN)")
+@register_model(
+    "lightgcn", "LightGCN on PyG LGConv (MMRec LightGCN)",
+    # MMRec LightGCNTorch.yaml's grid
+    search_space={
+        "num_layers": [1, 2, 3, 4],
+        "reg_weight": [1e-2, 1e-3, 1e-4, 1e-5, 1e-6],
+    },
+)
 class LightGCN(Recommender):
     r"""LightGCN with MMRec's loss and initialisation.
 

@@ -11,7 +11,13 @@ from sea_pyg.nn.losses import bpr_loss, emb_loss
 __all__ = ["MFBPR"]
 
 
-@register_model("mf", "matrix factorisation with BPR (MMRec BPR)")
+@register_model(
+    "mf", "matrix factorisation with BPR (MMRec BPR)",
+    # MMRec BPR.yaml's grid
+    search_space={
+        "reg_weight": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
+    },
+)
 class MFBPR(Recommender):
     r"""Matrix factorisation with the BPR loss.
 

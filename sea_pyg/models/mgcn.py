@@ -29,6 +29,10 @@ __all__ = ["MGCN"]
     "MGCN: behaviour-purified modality views on frozen weighted item kNN graphs, attention "
     "fusion, view-contrastive loss (MMRec MGCN)",
     train_defaults={"lr_schedule": (0.96, 50.0)},
+    # MMRec MGCN.yaml's grid (cl_loss -> cl_weight)
+    search_space={
+        "cl_weight": [0.001, 0.01, 0.1],
+    },
 )
 class MGCN(MultimodalRecommender):
     r"""MGCN: multi-view graph convolution with behaviour-guided purification.

@@ -132,6 +132,11 @@ class ModalityGCN(nn.Module):
     "mmgcn",
     "MMGCN: one user-item GCN per modality with its own user preferences, fused (MMRec MMGCN)",
     train_defaults={"lr": 1e-4},
+    # MMRec MMGCN.yaml's grid (learning_rate -> lr; its '0.001.0.005' typo read as 0.001, 0.005)
+    search_space={
+        "reg_weight": [0.0, 1e-5, 1e-4, 1e-3, 1e-2, 0.1],
+        "lr": [1e-4, 5e-4, 1e-3, 5e-3, 1e-2],
+    },
 )
 class MMGCN(MultimodalRecommender):
     r"""MMGCN: a user-item graph convolution network per modality, averaged.

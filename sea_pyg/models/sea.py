@@ -44,6 +44,12 @@ __all__ = ["SEA"]
             {"alignment": "none", "distancing": "none"},
         ),
     },
+    # around the defaults, for the paper's Figure 4 sweeps (its axis values are not in the text)
+    search_space={
+        "align_weight": [0.001, 0.006, 0.012, 0.05, 0.1],
+        "dist_weight": [0.001, 0.003, 0.006, 0.012, 0.05],
+        "temperature": [0.1, 0.2, 0.5, 1.0],
+    },
 )
 class SEA(Recommender):
     r"""SEA (Separate Learning for Multimedia Recommendation) on the official code's backbone.

@@ -29,6 +29,10 @@ __all__ = ["VBPR"]
         "representations W_m x^m",
         {"reg_weight": 2.0, "align_weight": 0.1, "dist_weight": 0.01, "temperature": 0.1},
     ),
+    # MMRec VBPR.yaml's grid
+    search_space={
+        "reg_weight": [2.0, 1.0, 1e-1, 1e-2, 1e-3, 1e-4, 1e-5],
+    },
 )
 class VBPR(MultimodalRecommender):
     r"""Visual BPR with MMRec's architecture, loss and initialisation.

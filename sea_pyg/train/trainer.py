@@ -6,7 +6,7 @@ import json
 import random
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,11 @@ class Trainer:
             ``config.yaml``) written atomically into ``output_dir`` once :meth:`fit` has claimed
             it (after the lock and the refusal checks), before training. Not written when a
             resume finds the run finished.
+        epoch_callback: Called as ``epoch_callback(trainer, record)`` after every epoch but
+            the last (after that epoch's commit), ``record`` being the epoch's entry of
+            ``history``. An exception it raises ends training as any other does (the folder
+            keeps its last commit and says ``"interrupted"``): ``sea-pyg tune`` prunes a
+            trial this way (``optuna.TrialPruned``).
 
     Raises:
         RunFolderError: (a ``ValueError``) ``output_dir`` is a file, not writable, or holds a
@@ -157,8 +162,10 @@ class Trainer:
         config: TrainConfig | None = None,
         model_info: dict[str, Any] | None = None,
         run_files: Mapping[str, str] | None = None,
+        epoch_callback: Callable[[Trainer, dict[str, Any]], None] | None = None,
     ) -> None:
         self.config = config or TrainConfig()
+        self.epoch_callback = epoch_callback
         self.run_files = _check_run_files(run_files)
         self.output_dir = Path(self.config.output_dir) if self.config.output_dir else None
         if self.output_dir is not None:
@@ -627,6 +634,8 @@ class Trainer:
                 )
             if commit:
                 self._commit()
+            if self.epoch_callback is not None and not ending:
+                self.epoch_callback(self, record)
         self.finished = True
         results = self.results()
         results["wall_seconds"] = time.perf_counter() - start

@@ -1,19 +1,4 @@
-"""Figures from training runs: curves, ablation bars, sensitivity lines, embedding scatters.
-
-Every function reads what :class:`~sea_pyg.train.Trainer` writes (``results.json``, ``best.pt``)
-and writes one PNG atomically (:func:`sea_pyg.io.atomic_write`: a temporary file in the same
-folder, then ``os.replace``). matplotlib is imported only when a figure is drawn
-(``pip install "sea-pyg[plot]"``); no global pyplot state is used, so the functions are safe to
-call from other programs.
-
-* :func:`plot_curves`: loss terms and validation Recall/NDCG per epoch of one or more runs,
-  best epoch marked.
-* :func:`plot_ablation`: test metrics (mean ± std over seeds) per model, as bars, from
-  ``benchmarks/compare_models.py`` work folders (the paper's Figure 3).
-* :func:`plot_sensitivity`: a metric against one hyper-parameter's value (the paper's Figure 4).
-* :func:`plot_embeddings`: a trained SEA model's generic / unique item parts per modality in 2-D
-  (t-SNE if scikit-learn is installed, else PCA; the paper's Figures 5 and 6).
-"""
+"""Figures from training runs (see :mod:`sea_pyg.plot`)."""
 
 from __future__ import annotations
 
