@@ -366,6 +366,8 @@ def _trial_line(t, space, metric: str) -> str:
     ua = t.user_attrs
     if t.state.name == "COMPLETE":
         what = f"valid {metric} {t.value:.4f} at epoch {ua.get('best_epoch')} of {ua.get('epochs')}"
+    elif t.state.name == "PRUNED" and ua.get("duplicate_of") is not None:
+        what = f"not trained: its grid point is trial {ua['duplicate_of']}'s"
     elif t.state.name == "PRUNED":
         what = f"pruned after epoch {ua.get('pruned_at')}"
     else:
@@ -449,7 +451,8 @@ def format_trials(
     head = ["trial", "state", *names, *metric_cols, "best", "epochs", "time"]
     body = []
     for r in rows:
-        cells = [f"{r['number']}{chosen.get(r['number'], '')}", r["state"].lower()]
+        state = "duplicate" if r.get("duplicate_of") is not None else r["state"].lower()
+        cells = [f"{r['number']}{chosen.get(r['number'], '')}", state]
         cells += [_fmt(r[n]) if r[n] is not None else "" for n in names]
         cells += [f"{r[c]:.4f}" if isinstance(r[c], (int, float)) else "" for c in metric_cols]
         cells += [

@@ -69,6 +69,7 @@ __all__ = [
     "TrialRunner",
     "run_worker",
     "has_work",
+    "grid_point_owner",
     "reclaim_dead_trials",
     "retry_failed_trials",
     "trial_target",
@@ -346,6 +347,28 @@ def _grid_ids(trials, states) -> set[int]:
     }
 
 
+def grid_point_owner(study, trial) -> int | None:
+    """The number of an earlier trial that already holds ``trial``'s grid point (finished,
+    pruned or running), or ``None``.
+
+    Optuna's grid sampler can hand the last free point to two workers that ask at the same
+    moment (its documentation says so); the later trial is then a duplicate, which
+    :class:`TrialRunner` ends at once instead of training it again. A retry of a failed trial
+    keeps its point, but the failed first attempt does not hold it.
+    """
+    s = _states()
+    gid = study._storage.get_trial_system_attrs(trial._trial_id).get("grid_id")
+    if gid is None:
+        return None
+    owners = [
+        t.number
+        for t in study.get_trials(deepcopy=False, states=(s.COMPLETE, s.PRUNED, s.RUNNING))
+        if t.number < trial.number and t.system_attrs.get("grid_id") == gid
+        and "duplicate_of" not in t.user_attrs
+    ]
+    return min(owners) if owners else None
+
+
 def has_work(study, n_trials: int | None = None) -> bool:
     """Whether a worker has a trial to start: fewer than ``n_trials`` (if given) trials are
     finished or running, and one is queued (``WAITING``: a retry), or (grid sampler) a grid
@@ -465,6 +488,10 @@ class TrialRunner:
         run_dir = Path(self.study_dir) / TRIALS_DIR / f"trial-{root:04d}"
         trial.set_user_attr("run_dir", str(Path(TRIALS_DIR) / run_dir.name))
         params = self.space.suggest(trial)
+        owner = grid_point_owner(trial.study, trial)
+        if owner is not None:  # the grid sampler's race: this point is already taken
+            trial.set_user_attr("duplicate_of", owner)
+            raise optuna.TrialPruned(f"its grid point is already trial {owner}'s; not trained")
         training = {k: v for k, v in params.items() if k in TUNABLE_TRAINING}
         hparams = {k: v for k, v in params.items() if k not in TUNABLE_TRAINING}
         config = TrainConfig(
@@ -588,7 +615,8 @@ def chosen_trial(study, rule: str = "valid"):
 def trial_rows(study, metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> list[dict[str, Any]]:
     """One dict per trial, in trial order: ``number``, ``state``, the parameters (decoded),
     ``valid:<metric>`` and ``test:<metric>`` (at the best validation epoch), ``best_epoch``,
-    ``epochs``, ``seconds``, ``run_dir``, ``retry_of``."""
+    ``epochs``, ``seconds``, ``run_dir``, ``retry_of``, ``duplicate_of`` (a grid point
+    another trial already held: ended untrained, see :func:`grid_point_owner`)."""
     settings = study_settings(study)
     space = SearchSpace.parse(settings["space"])
     rows = []
@@ -607,5 +635,6 @@ def trial_rows(study, metrics: Sequence[str] = ("recall@20", "ndcg@20")) -> list
         row["seconds"] = ua.get("seconds")
         row["run_dir"] = ua.get("run_dir")
         row["retry_of"] = t.system_attrs.get("failed_trial")
+        row["duplicate_of"] = ua.get("duplicate_of")
         rows.append(row)
     return rows

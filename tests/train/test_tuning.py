@@ -20,6 +20,7 @@ from sea_pyg.train.tuning import (
     TrialRunner,
     TuningError,
     chosen_trial,
+    grid_point_owner,
     has_work,
     load_study,
     open_study,
@@ -279,6 +280,27 @@ def test_grid_study_chooses_optunas_best_trial_by_validation(tiny_data, tmp_path
     assert rows[best.number]["valid:recall@20"] == best.value
     # a second worker finds nothing to do and redoes nothing
     assert run_worker(open_study(tmp_path, _settings()), _runner(tiny_data, tmp_path)) == 0
+
+
+def test_a_grid_point_two_workers_drew_is_trained_once(tiny_data, tmp_path):
+    # Optuna's grid sampler can give a taken point to a second worker that asks at the same
+    # moment; a trial asked after every point is taken is the same situation
+    study = open_study(tmp_path, _settings())
+    runner = _runner(tiny_data, tmp_path)
+    run_worker(study, runner)
+    before = {t.number: t.value for t in study.get_trials(deepcopy=False)}
+    best = chosen_trial(study).number
+    study.optimize(runner, n_trials=1, catch=())  # Optuna logs "re-evaluating a configuration"
+    dup = study.get_trials(deepcopy=False)[-1]
+    owner = dup.user_attrs["duplicate_of"]
+    assert dup.number == 4 and dup.state == S.PRUNED
+    assert study.get_trials(deepcopy=False)[owner].params == dup.params
+    assert grid_point_owner(study, dup) == owner
+    assert not (tmp_path / "trials" / "trial-0004").exists()  # nothing was trained
+    assert {t.number: t.value for t in study.get_trials(deepcopy=False)[:4]} == before
+    assert chosen_trial(load_study(tmp_path)).number == best
+    assert trial_rows(study)[4]["duplicate_of"] == owner
+    assert all(r["duplicate_of"] is None for r in trial_rows(study)[:4])
 
 
 def test_median_pruner_stops_a_hopeless_trial(tiny_data, tmp_path):
