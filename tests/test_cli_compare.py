@@ -129,6 +129,8 @@ def test_compare_errors(study, tmp_path, monkeypatch):
         main(["compare", mf1, "--vs", str(tmp_path)])
     with pytest.raises(SystemExit, match=r"RUN: .*nope does not exist"):
         main(["compare", str(tmp_path / "nope"), mf1])
+    with pytest.raises(SystemExit, match=r"error: RUN: .*nope does not exist"):  # not --vs
+        main(["compare", mf1, str(tmp_path / "nope")])
     with pytest.raises(SystemExit, match=r"is given in both groups"):
         main(["compare", mf1, mf1])
     with pytest.raises(SystemExit, match=r"no metric 'recall@50'"):

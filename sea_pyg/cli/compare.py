@@ -104,7 +104,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         group_a, group_b = list(args.runs), list(args.vs)
     group_a = _run_folders(group_a, "RUN")
-    group_b = _run_folders(group_b, "--vs")
+    group_b = _run_folders(group_b, "RUN" if args.vs is None else "--vs")
     try:
         loaded_a = [load_per_user(r, args.split) for r in group_a]
         loaded_b = [load_per_user(r, args.split) for r in group_b]
