@@ -11,27 +11,12 @@ from torch import Tensor, nn
 from sea_pyg.models._multimodal import check_features, project_modalities
 from sea_pyg.models.base import MultimodalRecommender, TrainOutput
 from sea_pyg.models.registry import register_model
-from sea_pyg.nn.graph import unique_edges
-from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph
+from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, self_loop_rw_graph
 from sea_pyg.nn.losses import bpr_loss
 
 __all__ = ["LATTICE"]
 
 CF_MODELS = ("lightgcn", "mf", "ngcf")
-
-
-def _self_loop_rw_graph(edge_index: Tensor, num_users: int, num_items: int) -> WeightedGraph:
-    r""":math:`\tilde{\mathbf{D}}^{-1}(\mathbf{A} + \mathbf{I})` of the binarised user-item
-    graph (users first, item ``i`` = node ``U + i``), :math:`\tilde{D}` its row sums."""
-    edges = unique_edges(edge_index, num_users, num_items)
-    n = num_users + num_items
-    loops = torch.arange(n, device=edges.device)
-    row = torch.cat([edges[0], edges[1] + num_users, loops])
-    col = torch.cat([edges[1] + num_users, edges[0], loops])
-    deg = torch.bincount(row, minlength=n).to(torch.get_default_dtype())
-    graph = WeightedGraph.from_edges(torch.stack([row, col]), deg.reciprocal()[row], n)
-    graph.transpose_pattern()
-    return graph
 
 
 # MMRec LATTICE.yaml: embedding_size/feat_embed_dim 64, weight_size [64, 64] (2 user-item layers),
@@ -203,7 +188,7 @@ class LATTICE(MultimodalRecommender):
             )
             self.dropout = nn.Dropout(mess_dropout)
 
-        ui = _self_loop_rw_graph(train_edge_index, self.num_users, self.num_items)
+        ui = self_loop_rw_graph(train_edge_index, self.num_users, self.num_items)
         crow_t, col_t, perm = ui.transpose_pattern()
         for name, t in dict(
             crow=ui.crow, col=ui.col, value=ui.value, crow_t=crow_t, col_t=col_t, perm=perm

@@ -10,9 +10,8 @@ from torch import Tensor, nn
 
 from sea_pyg.models._multimodal import check_features, project_modalities
 from sea_pyg.models.base import MultimodalRecommender, TrainOutput
-from sea_pyg.models.lattice import _self_loop_rw_graph
 from sea_pyg.models.registry import register_model
-from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph
+from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, self_loop_rw_graph
 from sea_pyg.nn.losses import bpr_loss, info_nce_loss
 
 __all__ = ["MICRO", "micro_contrastive_loss"]
@@ -230,7 +229,7 @@ class MICRO(MultimodalRecommender):
         self.item_graph = LearnedItemGraph(
             feats, k=knn_k, lambda_coeff=lambda_coeff, chunk_size=knn_chunk_size
         )
-        ui = _self_loop_rw_graph(train_edge_index, self.num_users, self.num_items)
+        ui = self_loop_rw_graph(train_edge_index, self.num_users, self.num_items)
         crow_t, col_t, perm = ui.transpose_pattern()
         for name, t in dict(
             crow=ui.crow, col=ui.col, value=ui.value, crow_t=crow_t, col_t=col_t, perm=perm

@@ -16,7 +16,12 @@ from sea_pyg.nn.graph import (
 from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.knn import ItemKNNGraph, cosine_knn, image_weighted_mix, knn_adjacency
 from sea_pyg.nn.layer_refined import LayerRefinedPropagation
-from sea_pyg.nn.learned_graph import LearnedItemGraph, WeightedGraph, cosine_topk
+from sea_pyg.nn.learned_graph import (
+    LearnedItemGraph,
+    WeightedGraph,
+    cosine_topk,
+    self_loop_rw_graph,
+)
 from sea_pyg.nn.losses import (
     CLUB,
     BPRLoss,
@@ -51,7 +56,7 @@ __all__ = [
     "ItemKNNGraph",
     "image_weighted_mix",
     "weighted_knn_adjacency",
-    "cosine_topk", "WeightedGraph", "LearnedItemGraph",
+    "cosine_topk", "WeightedGraph", "LearnedItemGraph", "self_loop_rw_graph",
     "AuxiliaryEstimator",
     "GradientStep",
     "bpr_loss",

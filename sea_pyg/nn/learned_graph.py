@@ -34,8 +34,15 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from sea_pyg.nn import knn as _knn
+from sea_pyg.nn.graph import unique_edges
 
-__all__ = ["cosine_topk", "normalize_edge_weight", "WeightedGraph", "LearnedItemGraph"]
+__all__ = [
+    "cosine_topk",
+    "normalize_edge_weight",
+    "WeightedGraph",
+    "self_loop_rw_graph",
+    "LearnedItemGraph",
+]
 
 NORMALIZATIONS = ("sym", "rw", "none")
 #: Edges per chunk when gradients of edge values are gathered (bounds the ``(chunk, d)`` buffers).
@@ -368,6 +375,28 @@ class WeightedGraph:
 
 
 # Learned item graphs #########################################################################
+
+
+def self_loop_rw_graph(edge_index: Tensor, num_users: int, num_items: int) -> WeightedGraph:
+    r""":math:`\tilde{\mathbf{D}}^{-1}(\mathbf{A} + \mathbf{I})` of the binarised user-item
+    graph (users first, item ``i`` = node ``U + i``), :math:`\tilde{D}` its row sums: the
+    random-walk user-item graph with self-loops of LATTICE and MICRO (the authors'
+    ``norm_adj``), with its transpose pattern computed.
+
+    Args:
+        edge_index: ``(2, E)`` user-item interactions (duplicates are collapsed).
+        num_users: ``U``.
+        num_items: ``N``.
+    """
+    edges = unique_edges(edge_index, num_users, num_items)
+    n = num_users + num_items
+    loops = torch.arange(n, device=edges.device)
+    row = torch.cat([edges[0], edges[1] + num_users, loops])
+    col = torch.cat([edges[1] + num_users, edges[0], loops])
+    deg = torch.bincount(row, minlength=n).to(torch.get_default_dtype())
+    graph = WeightedGraph.from_edges(torch.stack([row, col]), deg.reciprocal()[row], n)
+    graph.transpose_pattern()
+    return graph
 
 
 class LearnedItemGraph(torch.nn.Module):

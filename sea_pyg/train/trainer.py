@@ -178,6 +178,7 @@ class Trainer:
         self.num_items = int(data["item"].num_nodes)
         self.dataset_name = str(getattr(data, "name", "unknown"))
         self.dataset_meta = dataset_metadata(data)
+        self._data_fingerprint = data_fingerprint(self.dataset_meta)  # fixed: hashed once
         self.train_edge_index = store.edge_index.to(self.device)
         self.val_edge_index = store.val_edge_index.to(self.device)
         self.test_edge_index = store.test_edge_index.to(self.device)
@@ -529,7 +530,7 @@ class Trainer:
             "dataset": self.dataset_name,
             "num_users": self.num_users,
             "num_items": self.num_items,
-            "data_fingerprint": data_fingerprint(self.dataset_meta),
+            "data_fingerprint": self._data_fingerprint,
             "num_parameters": sum(p.numel() for p in self.model.parameters()),
             "config": jsonable(asdict(self.config)),
             "epochs_run": len(self.history),

@@ -312,3 +312,20 @@ def test_no_n_by_n_tensor_is_saved_for_backward():
         out = g.propagate(torch.randn(n, 2, dtype=torch.float64, requires_grad=True))
     out.sum().backward()
     assert saved and max(saved) < n * n
+
+
+def test_self_loop_rw_graph_hand_computed():
+    # user 0 rated items 0 and 1 (item 1 twice: binarised), user 1 rated item 1; nodes: users
+    # 0, 1, items 2, 3. Row sums of A + I: user 0: 3, user 1: 2, item 0: 2, item 1: 3.
+    edges = torch.tensor([[0, 0, 0, 1], [0, 1, 1, 1]])
+    g = lg.self_loop_rw_graph(edges, num_users=2, num_items=2)
+    third, half = 1 / 3, 1 / 2
+    expected = torch.tensor([
+        [third, 0.0, third, third],
+        [0.0, half, 0.0, half],
+        [half, 0.0, half, 0.0],
+        [third, third, 0.0, third],
+    ])  # fmt: skip
+    assert torch.allclose(g.to_dense(), expected)
+    x = torch.arange(8.0).view(4, 2)
+    assert torch.allclose(g.propagate(x), expected @ x)
