@@ -423,7 +423,9 @@ class Trainer:
             batches = [b.view(1, -1).to(self.device) for b in order.split(self.config.batch_size)]
         elif epoch == self._pretrain_epochs() > 0:
             self.optimizer.state.clear()  # fine-tuning starts a fresh Adam
-        sums: dict[str, float] = {}
+        # per-term sums stay on the model's device (float64: the same values as summing Python
+        # floats in this order): no host round trip per step, one at the end of the epoch
+        sums: dict[str, torch.Tensor] = {}
         model_terms: set[str] = set()
         bar = tqdm(
             batches,
@@ -439,20 +441,17 @@ class Trainer:
                 if step is None:
                     return None
                 terms, aux = step
-                total = 0.0
-                for k, v in terms.items():
-                    value = float(v.detach())
-                    sums[k] = sums.get(k, 0.0) + value
-                    total += value
-                    model_terms.add(k)
-                for k, v in aux.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in (*terms.items(), *aux.items()):
+                    v = v.detach().to(torch.float64)
+                    sums[k] = sums[k] + v if k in sums else v
+                model_terms.update(terms)
                 if self.config.progress:
+                    total = sum(float(terms[k]) for k in terms)
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         finally:
             bar.close()
         nb = len(batches)
-        return {k: v / nb for k, v in sums.items()}, model_terms
+        return {k: float(v) / nb for k, v in sums.items()}, model_terms
 
     def _pretrain_epochs(self) -> int:
         """The model's pre-training epochs (``pretrain_epochs``, default 0)."""
