@@ -12,6 +12,10 @@ Usage::
 
     python benchmarks/bench_baselines.py      # mf and lightgcn at baby, sports, clothing
     python benchmarks/bench_baselines.py --models lightgcn --scales baby --epochs 3 --threads 2
+    python benchmarks/bench_baselines.py --models vbpr --scales baby --precision fp32 bf16
+
+``--precision fp32 bf16`` runs each (model, scale) once per precision (``TrainConfig.precision``,
+see ``sea_pyg.train.precision``), one row each, for a side-by-side step time.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import sys
 import time
 
 
-def child(model_name: str, scale: str, epochs: int, threads: int) -> None:
+def child(model_name: str, scale: str, epochs: int, threads: int, precision: str) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -46,6 +50,7 @@ def child(model_name: str, scale: str, epochs: int, threads: int) -> None:
             "progress": False,
             "verbose": False,
             "seed": 0,
+            "precision": precision,
         }
     )
     res = Trainer(model, data, cfg, model_info=info).fit()
@@ -53,6 +58,7 @@ def child(model_name: str, scale: str, epochs: int, threads: int) -> None:
     out = {
         "model": model_name,
         "scale": scale,
+        "precision": precision,
         "users": res["num_users"],
         "items": res["num_items"],
         "train_rows": int(data["user", "rates", "item"].edge_index.size(1)),
@@ -72,40 +78,50 @@ def main() -> None:
     p.add_argument("--scales", nargs="+", default=["baby", "sports", "clothing"])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32"],
+        help="training precision(s), one run each (default fp32)",
+    )
     p.add_argument("--child", nargs=2, metavar=("MODEL", "SCALE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.epochs, args.threads)
+        child(args.child[0], args.child[1], args.epochs, args.threads, args.precision[0])
         return
 
     import torch
 
     print(f"torch {torch.__version__}, {args.threads} threads, {args.epochs} epochs per run")
     rows = []
-    for scale in args.scales:
-        for model in args.models:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                model,
-                scale,
-                "--epochs",
-                str(args.epochs),
-                "--threads",
-                str(args.threads),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                print(f"{model}@{scale} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(lines[-1][len("RESULT ") :]))
-            r = rows[-1]
-            print(f"  done {model}@{scale}: {r['train_s']:.2f} s/epoch", flush=True)
+    runs = [(s, m, pr) for s in args.scales for m in args.models for pr in args.precision]
+    for scale, model, precision in runs:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            model,
+            scale,
+            "--epochs",
+            str(args.epochs),
+            "--threads",
+            str(args.threads),
+            "--precision",
+            precision,
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{model}@{scale} ({precision}) failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(lines[-1][len("RESULT ") :]))
+        r = rows[-1]
+        print(f"  done {model}@{scale} ({precision}): {r['train_s']:.2f} s/epoch", flush=True)
 
     header = (
-        f"| {'model':9s} | {'scale':8s} | {'users':>6s} | {'items':>6s} | {'train rows':>10s} "
+        f"| {'model':9s} | {'scale':8s} | {'precision':9s} | {'users':>6s} | {'items':>6s} "
+        f"| {'train rows':>10s} "
         f"| {'s/epoch':>8s} | {'s/eval':>7s} | {'peak RSS MB':>11s} |"
     )
     print()
@@ -113,7 +129,8 @@ def main() -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
         print(
-            f"| {r['model']:9s} | {r['scale']:8s} | {r['users']:6d} | {r['items']:6d} "
+            f"| {r['model']:9s} | {r['scale']:8s} | {r['precision']:9s} | {r['users']:6d} "
+            f"| {r['items']:6d} "
             f"| {r['train_rows']:10d} | {r['train_s']:8.2f} | {r['eval_s']:7.2f} "
             f"| {r['peak_rss_mb']:11.0f} |"
         )

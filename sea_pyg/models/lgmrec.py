@@ -16,6 +16,7 @@ from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.graph import unique_edges
 from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.losses import bpr_loss, candidate_info_nce_loss, emb_loss
+from sea_pyg.nn.precision import sparse_mm
 
 __all__ = ["LGMRec", "LGMRecPass"]
 
@@ -280,7 +281,7 @@ class LGMRec(MultimodalRecommender):
         for m in self.modalities:
             # one pass over the (N, F_m) features for both X W and X V, one sparse product
             both = self.feature(m) @ torch.cat([self.feat_trs[m], self.hyper_trs[m]], dim=1)
-            summed = self.inter @ both
+            summed = sparse_mm(self.inter, both)
             proj[m], item_logits[m] = both[:, :d], both[:, d:]
             user_feats[m] = summed[:, :d] * self.inv_degree.unsqueeze(1)
             user_logits[m] = summed[:, d:]
