@@ -42,7 +42,7 @@ def _add_import_arg(p: argparse.ArgumentParser) -> None:
 
 def _add_precision_arg(g) -> None:
     g.add_argument(
-        "--precision", choices=["fp32", "bf16"],
+        "--precision", choices=["fp32", "bf16"], metavar="PRECISION",
         help="fp32 (default): everything in float32; bf16: the training forward pass under "
         "bfloat16 autocast (parameters, optimizer state, CLUB fitting, graph products and the "
         "evaluation stay float32)",

@@ -159,9 +159,10 @@ class Recommender(nn.Module):
 
         Under ``precision="bf16"`` (:mod:`sea_pyg.train.precision`) the trainer replaces each
         by a bfloat16 copy, made once, for the duration of every training step, so that
-        autocast does not cast e.g. an ``(N, 4096)`` feature matrix at every step. Name no
-        buffer that another operation reads during :meth:`loss` (an indexing, a norm, a sum):
-        that operation would then run in bfloat16. Evaluation, :meth:`pre_epoch` and
+        autocast does not cast e.g. an ``(N, 4096)`` feature matrix at every step (the copy
+        holds the values autocast's own cast gives). A row selection before the product is
+        fine; name no buffer that another operation reads during :meth:`loss` (a norm, a
+        sum, a loss target): it would run in bfloat16. Evaluation, :meth:`pre_epoch` and
         checkpoints always see the float32 buffers. Default: those of each child
         :class:`Recommender` (e.g. the host of a ``+sea`` variant), with its name as prefix.
         """

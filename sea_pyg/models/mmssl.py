@@ -280,6 +280,12 @@ class MMSSL(MultimodalRecommender):
         nn.init.xavier_uniform_(self.fusion)
         self.critic.reset_parameters()
 
+    def low_precision_buffers(self) -> list[str]:
+        """The item features, which :meth:`loss` reads only as inputs of matrix products: a
+        bfloat16 copy stands in for them under ``precision="bf16"``
+        (:mod:`sea_pyg.train.precision`)."""
+        return [f"feat_{m}" for m in self.modalities]
+
     def features(self, m: str) -> Tensor:
         """The raw ``(N, F_m)`` features of modality ``m``."""
         return getattr(self, f"feat_{m}")

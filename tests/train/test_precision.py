@@ -126,6 +126,20 @@ def test_bf16_runs_bf16_products_and_stays_close_to_fp32(name, tiny):
     assert differ > 0  # autocast changed the rounding: the run really was bf16
 
 
+@pytest.mark.parametrize("name", ["vbpr", "lgmrec"])
+def test_the_bf16_feature_copy_changes_no_number(name, tiny):
+    """The cached bfloat16 features give the very numbers autocast's own cast gives."""
+    runs = []
+    for cached in (True, False):
+        trainer = _registered(name, tiny, "bf16", epochs=2)
+        assert trainer.model.low_precision_buffers()
+        if not cached:
+            trainer.model.low_precision_buffers = list
+        runs.append(trainer.fit())
+    assert [h["losses"] for h in runs[0]["history"]] == [h["losses"] for h in runs[1]["history"]]
+    assert runs[0]["best_valid"] == runs[1]["best_valid"]
+
+
 # ----------------------------------------------------- what runs where: a recording toy model
 class _Toy(Recommender):
     """Matrix factorisation whose item side is ``features @ W``; records the autocast state
@@ -325,9 +339,30 @@ def test_cli_records_precision_and_resume_refuses_another(tmp_path, capsys):
     assert "invalid choice: 'fp16'" in capsys.readouterr().err
 
 
-def test_tune_passes_precision_to_its_trials():
+def test_tune_passes_precision_to_its_trials_and_keeps_old_studies(tmp_path):
     from sea_pyg.cli.parser import build_parser
-    from sea_pyg.cli.tune import TRAIN_FLAGS
+    from sea_pyg.cli.tune import _setup
 
-    args = build_parser().parse_args(["tune", "--model", "mf", "--precision", "bf16"])
-    assert args.precision == "bf16" and "precision" in TRAIN_FLAGS
+    def settings(*flags):
+        args = build_parser().parse_args(
+            ["tune", "--model", "mf", "--synthetic", "tiny", "--study", str(tmp_path), *flags]
+        )
+        return _setup(args)
+
+    bf16 = settings("--precision", "bf16")
+    assert bf16["kwargs"]["precision"] == "bf16" and bf16["config"].precision == "bf16"
+    assert bf16["settings"]["train"]["precision"] == "bf16"
+    fp32 = settings()  # the settings of a study made before --precision existed
+    assert fp32["config"].precision == "fp32" and "precision" not in fp32["settings"]["train"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["vbpr", "sea", "lgmrec+sea"])
+def test_bf16_on_cuda(name, tiny):
+    trainer = _registered(name, tiny, "bf16", epochs=2, device="cuda")
+    res = trainer.fit()
+    assert all(math.isfinite(v) for h in res["history"] for v in h["losses"].values())
+    assert {p.dtype for p in trainer.model.parameters()} == {torch.float32}
+    ref = _registered(name, tiny, "fp32", device="cuda").fit()["history"][0]["losses"]
+    for k, v in ref.items():
+        assert res["history"][0]["losses"][k] == pytest.approx(v, rel=2e-2, abs=1e-5), k
