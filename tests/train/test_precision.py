@@ -233,6 +233,15 @@ def test_a_bad_buffer_name_and_a_bad_precision_are_named():
         assert not torch.is_autocast_enabled("cpu")
 
 
+def test_the_float32_buffer_comes_back_after_an_exception():
+    model, mp = _Toy(), MixedPrecision("bf16", "cpu")
+    original = model.feat
+    with pytest.raises(RuntimeError, match="boom"), mp.forward(model):
+        assert model.feat.dtype == torch.bfloat16 and torch.is_autocast_enabled("cpu")
+        raise RuntimeError("boom")
+    assert model.feat is original and not torch.is_autocast_enabled("cpu")
+
+
 def test_a_wrapper_forwards_its_hosts_low_precision_buffers():
     class Wrapper(Recommender):
         def __init__(self):
