@@ -21,6 +21,10 @@ Usage::
     python benchmarks/bench_baselines.py      # mf and lightgcn at baby, sports, clothing
     python benchmarks/bench_baselines.py --models lightgcn --scales baby --epochs 3 --threads 2
     python benchmarks/bench_baselines.py --models pamd mmssl --scales baby --batches 5 --threads 1
+    python benchmarks/bench_baselines.py --models vbpr --scales baby --precision fp32 bf16
+
+``--precision fp32 bf16`` runs each (model, scale) once per precision (``TrainConfig.precision``,
+see ``sea_pyg.train.precision``), one row each, for a side-by-side step time.
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def timed_steps(trainer, batches: int) -> dict:
             "train_s": pre_s + step_s * n, "eval_s": eval_s, "valid_recall@20": float("nan")}
 
 
-def child(model_name: str, scale: str, epochs: int, threads: int, batches: int = 0) -> None:
+def child(model_name: str, scale: str, epochs: int, threads: int, precision: str,
+          batches: int = 0) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -85,12 +90,14 @@ def child(model_name: str, scale: str, epochs: int, threads: int, batches: int =
             "progress": False,
             "verbose": False,
             "seed": 0,
+            "precision": precision,
         }
     )
     trainer = Trainer(model, data, cfg, model_info=info)
     out = {
         "model": model_name,
         "scale": scale,
+        "precision": precision,
         "users": trainer.num_users,
         "items": trainer.num_items,
         "train_rows": int(data["user", "rates", "item"].edge_index.size(1)),
@@ -118,10 +125,18 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batches", type=int, default=0, metavar="N",
                    help="time N main-phase steps instead of whole epochs (estimated s/epoch)")
+    p.add_argument(
+        "--precision",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32"],
+        help="training precision(s), one run each (default fp32)",
+    )
     p.add_argument("--child", nargs=2, metavar=("MODEL", "SCALE"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        child(args.child[0], args.child[1], args.epochs, args.threads, args.batches)
+        child(args.child[0], args.child[1], args.epochs, args.threads, args.precision[0],
+              args.batches)
         return
 
     import torch
@@ -130,32 +145,35 @@ def main() -> None:
             else f"{args.epochs} epochs per run")
     print(f"torch {torch.__version__}, {args.threads} threads, {what}")
     rows = []
-    for scale in args.scales:
-        for model in args.models:
-            cmd = [
-                sys.executable,
-                __file__,
-                "--child",
-                model,
-                scale,
-                "--epochs",
-                str(args.epochs),
-                "--threads",
-                str(args.threads),
-                "--batches",
-                str(args.batches),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-            if proc.returncode != 0 or not lines:
-                print(f"{model}@{scale} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(lines[-1][len("RESULT ") :]))
-            r = rows[-1]
-            print(f"  done {model}@{scale}: {r['train_s']:.2f} s/epoch", flush=True)
+    runs = [(s, m, pr) for s in args.scales for m in args.models for pr in args.precision]
+    for scale, model, precision in runs:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            model,
+            scale,
+            "--epochs",
+            str(args.epochs),
+            "--threads",
+            str(args.threads),
+            "--precision",
+            precision,
+            "--batches",
+            str(args.batches),
+        ]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not lines:
+            print(f"{model}@{scale} ({precision}) failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+            continue
+        rows.append(json.loads(lines[-1][len("RESULT ") :]))
+        r = rows[-1]
+        print(f"  done {model}@{scale} ({precision}): {r['train_s']:.2f} s/epoch", flush=True)
 
     header = (
-        f"| {'model':9s} | {'scale':8s} | {'users':>6s} | {'items':>6s} | {'train rows':>10s} "
+        f"| {'model':9s} | {'scale':8s} | {'precision':9s} | {'users':>6s} | {'items':>6s} "
+        f"| {'train rows':>10s} "
         f"| {'s/epoch':>8s} | {'s/eval':>7s} | {'peak RSS MB':>11s} |"
     )
     if args.batches:
@@ -165,7 +183,8 @@ def main() -> None:
     print("|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for r in rows:
         print(
-            f"| {r['model']:9s} | {r['scale']:8s} | {r['users']:6d} | {r['items']:6d} "
+            f"| {r['model']:9s} | {r['scale']:8s} | {r['precision']:9s} | {r['users']:6d} "
+            f"| {r['items']:6d} "
             f"| {r['train_rows']:10d} | {r['train_s']:8.2f} | {r['eval_s']:7.2f} "
             f"| {r['peak_rss_mb']:11.0f} |"
             + (f" {r['step_s']:7.3f} | {r['steps']:5d} |" if args.batches else "")

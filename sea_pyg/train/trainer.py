@@ -32,6 +32,7 @@ from sea_pyg.train.config import TrainConfig
 from sea_pyg.train.metrics import PerUserRanking, evaluate_ranking, evaluate_ranking_per_user
 from sea_pyg.train.optim import adam
 from sea_pyg.train.per_user import data_fingerprint, per_user_csv
+from sea_pyg.train.precision import MixedPrecision
 from sea_pyg.train.resume import differences_message, refused_changes, resume_differences
 from sea_pyg.train.runfolder import (
     BEST,
@@ -172,6 +173,7 @@ class Trainer:
             check_output_dir(self.output_dir, self.config.resume, self.config.overwrite)
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
+        self.precision = MixedPrecision(self.config.precision, self.device)
         self.model_info = dict(model_info or {"name": type(model).__name__})
         store = data[EDGE_TYPE]
         self.num_users = int(data["user"].num_nodes)
@@ -393,8 +395,9 @@ class Trainer:
         """One mini-batch; returns ``(loss terms, auxiliary losses)``, or ``None`` when the
         loss is not finite (nothing is updated then)."""
         self.optimizer.zero_grad(set_to_none=True)
-        terms = self.model.loss(batch)
-        loss = sum(terms.values())
+        with self.precision.forward(self.model):  # autocast under "bf16" (train/precision.py)
+            terms = self.precision.loss_terms(self.model.loss(batch))
+            loss = sum(terms.values())
         if not torch.isfinite(loss):
             return None
         loss.backward()
