@@ -136,6 +136,7 @@ def child(spec: dict) -> None:
     from sea_pyg.models import build_model
     from sea_pyg.train import AuxiliaryTraining, TrainConfig, Trainer, seed_everything
     from sea_pyg.train.optim import adam
+    from sea_pyg.train.precision import MixedPrecision
 
     variant, scale, fused, batches = spec["variant"], spec["scale"], spec["fused"], spec["batches"]
     device = torch.device(spec["device"])
@@ -144,13 +145,16 @@ def child(spec: dict) -> None:
     seed_everything(0)
     model, info, train_defaults = build_model(variant, data, fused=fused, **spec["sets"])
     model = model.to(device)
+    precision = MixedPrecision(spec["precision"], device)  # what the trainer does per step
     rows = int(data[EDGE_TYPE].edge_index.size(1))
     steps_per_epoch = math.ceil(rows / 2048)
     out = {"variant": variant, "scale": scale, "fused": fused, "steps": steps_per_epoch,
-           "items": int(model.num_items), "policy": spec["policy"], "device": device.type}
+           "items": int(model.num_items), "policy": spec["policy"], "device": device.type,
+           "precision": spec["precision"]}
     if spec["full"]:
         cfg = TrainConfig(**{**train_defaults, "epochs": 1, "patience": 1, "progress": False,
-                             "verbose": False, "seed": 0, "device": spec["device"]})
+                             "verbose": False, "seed": 0, "device": spec["device"],
+                             "precision": spec["precision"]})
         res = Trainer(model, data, cfg, model_info=info).fit()
         h = res["history"][0]
         out.update(epoch_s=h["train_time"], eval_s=h["eval_time"], step_s=float("nan"))
@@ -181,8 +185,8 @@ def child(spec: dict) -> None:
             batch = batch.to(device)
             if counters is not None:  # count, do not time
                 opt.zero_grad(set_to_none=True)
-                with counters["fwd"]:
-                    loss = sum(model.loss(batch).values())
+                with counters["fwd"], precision.forward(model):
+                    loss = sum(precision.loss_terms(model.loss(batch)).values())
                 with counters["bwd"]:
                     loss.backward()
                 with counters["club"]:
@@ -192,7 +196,8 @@ def child(spec: dict) -> None:
                 continue
             t0 = clock()
             opt.zero_grad(set_to_none=True)
-            loss = sum(model.loss(batch).values())
+            with precision.forward(model):
+                loss = sum(precision.loss_terms(model.loss(batch)).values())
             t1 = clock()
             loss.backward()
             t2 = clock()
@@ -256,6 +261,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu", help="cpu or cuda (all tensors on the device)")
     p.add_argument("--full-epoch", action="store_true", help="time one real trainer epoch")
+    p.add_argument("--precision", nargs="+", default=["fp32"], choices=["fp32", "bf16"],
+                   help="training precision(s) (TrainConfig.precision), one run each")
     p.add_argument("--flops", action="store_true",
                    help="also count each phase's matrix-product FLOPs (one step) and time a plain "
                    "fp32 matmul of the image transform's shape: achieved GFLOP/s vs that roofline")
@@ -285,20 +292,20 @@ def main() -> None:
 
     for scale in args.scales:  # generate/cache the datasets outside the timed children
         load_scale(scale)
-    runs = [(v, s, True, pol) for pol in args.wait_policy for s in args.scales
-            for v in args.variants]
+    runs = [(v, s, True, pol, pr) for pol in args.wait_policy for s in args.scales
+            for v in args.variants for pr in args.precision]
     if args.naive:
-        runs += [("sea", s, False, pol) for pol in args.wait_policy for s in args.scales]
+        runs += [("sea", s, False, pol, "fp32") for pol in args.wait_policy for s in args.scales]
     print(f"torch {torch.__version__}, {args.threads} threads, device {args.device}, "
           f"{args.batches} timed steps/run" + (", one full epoch" if args.full_epoch else "")
           + (f", then {args.contention} competing busy process(es)" if args.contention else ""),
           flush=True)
     results = []
-    for variant, scale, fused, policy in runs:
+    for variant, scale, fused, policy, prec in runs:
         spec = {"variant": variant, "scale": scale, "fused": fused, "batches": args.batches,
                 "threads": args.threads, "full": args.full_epoch, "sets": sets,
                 "device": args.device, "contention": args.contention, "policy": policy,
-                "flops": args.flops}
+                "flops": args.flops, "precision": prec}
         env = dict(os.environ)
         env.pop("OMP_WAIT_POLICY", None)
         if POLICIES[policy] is not None:
@@ -313,7 +320,7 @@ def main() -> None:
             continue
         r = json.loads(line[0][7:])
         results.append(r)
-        print(f"  {variant:12s} {scale:10s} {'fused' if fused else 'naive'} {policy:8s}: "
+        print(f"  {variant:12s} {scale:10s} {'fused' if fused else 'naive'} {policy:8s} {prec}: "
               f"{r['step_s']:.3f} s/step, {r['peak_rss_mb']:.0f} MB "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if results:
@@ -326,15 +333,16 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
         return "-" if v is None or v != v else format(v, fmt)
 
     print()
-    head = ("| variant | scale | items | transform | wait policy | s/step | fwd | bwd | CLUB fit | "
-            "Adam | steps/epoch | s/epoch | s/eval | peak RSS MB |")
+    head = ("| variant | scale | items | transform | precision | wait policy | s/step | fwd | "
+            "bwd | CLUB fit | Adam | steps/epoch | s/epoch | s/eval | peak RSS MB |")
     if args.device != "cpu":
         head += " peak GPU MB |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in results:
         row = (f"| {r['variant']} | {r['scale']} | {r['items']} | "
-               f"{'fused' if r['fused'] else 'naive'} | {r['policy']} | {f(r, 'step_s')} | "
+               f"{'fused' if r['fused'] else 'naive'} | {r['precision']} | {r['policy']} | "
+               f"{f(r, 'step_s')} | "
                f"{f(r, 'fwd_s')} | {f(r, 'bwd_s')} | {f(r, 'club_s')} | {f(r, 'opt_s')} | "
                f"{r['steps']} | {f(r, 'epoch_s', '.1f')} | {f(r, 'eval_s', '.2f')} | "
                f"{f(r, 'peak_rss_mb', '.0f')} |")
@@ -344,17 +352,18 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     if args.flops:
         print("\nMatrix-product FLOPs of one step (GFLOP) and the rate achieved (GFLOP/s = GFLOP "
               "/ median phase time); roofline = a plain fp32 7050x4096 @ 4096x512 matmul here\n")
-        print("| variant | scale | fwd GFLOP | bwd GFLOP | CLUB fit GFLOP | step GFLOP | "
-              "fwd GFLOP/s | bwd GFLOP/s | CLUB GFLOP/s | step GFLOP/s | roofline GFLOP/s | "
-              "step at roofline s | s/step |")
-        print("|" + "---|" * 13)
+        print("| variant | scale | precision | fwd GFLOP | bwd GFLOP | CLUB fit GFLOP | "
+              "step GFLOP | fwd GFLOP/s | bwd GFLOP/s | CLUB GFLOP/s | step GFLOP/s | "
+              "roofline GFLOP/s | step at roofline s | s/step |")
+        print("|" + "---|" * 14)
         for r in results:
             if "step_gflop" not in r:
                 continue
             rate = {k: r[f"{k}_gflop"] / r[f"{k}_s"] if r[f"{k}_s"] > 0 else float("nan")
                     for k in ("fwd", "bwd", "club", "step")}
-            print(f"| {r['variant']} | {r['scale']} | {r['fwd_gflop']:.1f} | {r['bwd_gflop']:.1f} "
-                  f"| {r['club_gflop']:.1f} | {r['step_gflop']:.1f} | {rate['fwd']:.0f} | "
+            print(f"| {r['variant']} | {r['scale']} | {r['precision']} | {r['fwd_gflop']:.1f} | "
+                  f"{r['bwd_gflop']:.1f} | {r['club_gflop']:.1f} | {r['step_gflop']:.1f} | "
+                  f"{rate['fwd']:.0f} | "
                   f"{rate['bwd']:.0f} | {rate['club']:.0f} | {rate['step']:.0f} | "
                   f"{r['roofline_gflops']:.0f} | {r['step_gflop'] / r['roofline_gflops']:.3f} | "
                   f"{r['step_s']:.3f} |")
@@ -369,12 +378,15 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
                 print(f"| {r['variant']} | {r['scale']} | {r['policy']} | {f(r, 'step_s')} | "
                       f"{f(r, 'busy_step_s')} | {r['busy_step_s'] / r['step_s']:.2f}x | "
                       f"{f(r, 'club_s')} | {f(r, 'busy_club_s')} |")
-    by = {(r["variant"], r["scale"], r["fused"], r["policy"]): r for r in results}
+    first = args.precision[0]
+    by = {(r["variant"], r["scale"], r["fused"], r["policy"]): r for r in results
+          if r["precision"] == first}
     print()
     for r in results:
         if r["scale"] == "baby" and r["fused"] and r["step_s"] == r["step_s"]:
-            print(f"{r['variant']} ({r['policy']}): official SEA code {OFFICIAL_STEP_S} s/step at "
-                  f"Baby, one thread (measured when issue 14 was filed) / this step = "
+            print(f"{r['variant']} ({r['policy']}, {r['precision']}): official SEA code "
+                  f"{OFFICIAL_STEP_S} s/step at Baby, one thread (measured when issue 14 was "
+                  "filed) / this step = "
                   f"{OFFICIAL_STEP_S / r['step_s']:.1f}x"
                   + ("" if args.threads == 1 else f"  [this run: {args.threads} threads]"))
     for pol in args.wait_policy:
@@ -386,11 +398,20 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
             n = by.get(("sea", scale, False, pol))
             if a and n:
                 print(f"{scale}: naive / fused epoch time = {n['epoch_s'] / a['epoch_s']:.2f}x")
+    if len(args.precision) > 1:
+        for r in results:
+            if r["precision"] != first:
+                base = [b for b in results if b["precision"] == first and
+                        (b["variant"], b["scale"], b["fused"], b["policy"]) ==
+                        (r["variant"], r["scale"], r["fused"], r["policy"])]
+                if base:
+                    print(f"{r['variant']} {r['scale']}: {r['precision']} step = "
+                          f"{r['step_s'] / base[0]['step_s']:.2f}x the {first} step")
     if len(args.scales) > 1:
         print("\nScaling with the number of items (s/step relative to the first scale):")
         for v in args.variants:
             rows = [r for r in results if r["variant"] == v and r["fused"]
-                    and r["policy"] == args.wait_policy[0]]
+                    and r["policy"] == args.wait_policy[0] and r["precision"] == first]
             if len(rows) > 1 and rows[0]["step_s"] == rows[0]["step_s"]:
                 base = rows[0]
                 print(f"  {v}: " + ", ".join(

@@ -126,7 +126,7 @@ def test_bf16_runs_bf16_products_and_stays_close_to_fp32(name, tiny):
     assert differ > 0  # autocast changed the rounding: the run really was bf16
 
 
-@pytest.mark.parametrize("name", ["vbpr", "lgmrec"])
+@pytest.mark.parametrize("name", ["vbpr", "lgmrec", "sea"])
 def test_the_bf16_feature_copy_changes_no_number(name, tiny):
     """The cached bfloat16 features give the very numbers autocast's own cast gives."""
     runs = []
