@@ -21,8 +21,8 @@ Backends (the ``backend`` argument, or the process default set with :func:`knn_b
   original vectors and the best :math:`k` kept (:class:`ApproxParams`), so scores are exact and
   only the candidate set is approximate;
 * ``"auto"``: ``"exact"`` below :data:`AUTO_APPROX_MIN_ITEMS` items (every dataset of the paper,
-  so no number changes by default); from there on ``"approx"`` when faiss is installed
-  (otherwise ``"exact"``, with a warning naming the install command).
+  so no number changes by default); from there on ``"approx"`` when faiss is installed, with a
+  warning that says so (otherwise ``"exact"``, with a warning naming the install command).
 
 The index lives on the CPU (faiss-cpu); inputs on another device are copied to the CPU and the
 results moved back.
@@ -213,6 +213,12 @@ def resolve_backend(
         if num_items >= AUTO_APPROX_MIN_ITEMS:
             if faiss_available():
                 backend = "approx"
+                warnings.warn(
+                    f"{num_items} items: backend='auto' searches approximately through PyG's "
+                    f"ApproxMIPSKNNIndex (see benchmarks/bench_knn.py for its recall); use "
+                    f"backend='exact' or knn_backend('exact') for the exact search",
+                    stacklevel=3,
+                )
             else:
                 warnings.warn(
                     f"{num_items} items: the exact dense k-NN search is slow at this size; "

@@ -80,8 +80,11 @@ def test_resolve_backend_auto_rule(monkeypatch):
     with pytest.warns(UserWarning, match=r"200 items.*sea_pyg\[knn\]"):
         assert resolve_backend("auto", 200)[0] == "exact"
     monkeypatch.setattr(mips, "faiss_available", lambda: True)
-    assert resolve_backend("auto", 200)[0] == "approx"
-    assert resolve_backend("auto", 99)[0] == "exact"
+    with pytest.warns(UserWarning, match="200 items: backend='auto' searches approximately"):
+        assert resolve_backend("auto", 200)[0] == "approx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_backend("auto", 99)[0] == "exact"
     with pytest.raises(ValueError, match="'backend' must be one of"):
         resolve_backend("annoy", 10)
 
