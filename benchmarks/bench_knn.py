@@ -101,22 +101,22 @@ def run(n: int, d: int, args: argparse.Namespace) -> list[dict]:
 
     if n < mips.PQ_MIN_ITEMS:
         return rows
-    base = mips.ApproxParams(num_cells=args.cells, bits_per_vector=args.sub, rerank=args.rerank)
+    rerank = mips.ApproxParams().rerank if args.rerank is None else args.rerank
+    base = mips.ApproxParams(num_cells=args.cells, bits_per_vector=args.sub, rerank=rerank)
     cells, _, sub = base.resolve(n, d)
     t0 = time.perf_counter()
     index = mips.build_index(items, "approx", base)
     build = time.perf_counter() - t0
-    for visit in args.visit or [base.resolve(n, d)[1]]:
-        index.index.nprobe = min(visit, cells)
+    for visit in sorted({min(v, cells) for v in args.visit or [base.resolve(n, d)[1]]}):
+        index.index.nprobe = visit
         t0 = time.perf_counter()
-        found = mips.mips_topk(index, items, queries, args.k, rerank=args.rerank)[1]
+        found = mips.mips_topk(index, items, queries, args.k, rerank=rerank)[1]
         query = time.perf_counter() - t0
         rows.append(
             dict(
                 N=n,
                 d=d,
-                backend=f"approx cells={cells} visit={min(visit, cells)} M={sub} "
-                f"rerank={args.rerank}",
+                backend=f"approx cells={cells} visit={visit} M={sub} rerank={rerank}",
                 build_s=build,
                 query_s=query,
                 graph_s=build + query * n / queries.size(0),
@@ -142,7 +142,9 @@ def main() -> None:
         help="num_cells_to_visit values to sweep (default: the rule's)",
     )
     parser.add_argument("--sub", type=int, default=None, help="bits_per_vector (PQ sub-vectors)")
-    parser.add_argument("--rerank", type=int, default=4)
+    parser.add_argument(
+        "--rerank", type=int, default=None, help="candidates re-scored / k (default: library's)"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", default=None, help="also write the rows to this file")
