@@ -145,9 +145,15 @@ def cmd_recommend(args: argparse.Namespace) -> int:
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         recs = recommend(
-            model, data, args.users, k=args.k, exclude=args.exclude, internal_ids=args.internal_ids
+            model,
+            data,
+            args.users,
+            k=args.k,
+            exclude=args.exclude,
+            internal_ids=args.internal_ids,
+            index=args.index,
         )
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, ImportError) as exc:
         raise UserError(str(exc)) from None
     if args.json:
         rows = [

@@ -353,6 +353,14 @@ def _add_recommend_parser(sub) -> None:
         action="store_true",
         help="--users are 0-based userIDs even if the dataset has id maps",
     )
+    r.add_argument(
+        "--index",
+        choices=["auto", "exact", "mips", "approx"],
+        default="auto",
+        help="top-K search: score every item (exact), PyG's faiss MIPSKNNIndex (mips, exact) or "
+        'ApproxMIPSKNNIndex (approx; needs pip install "sea_pyg[knn]"); auto: exact below '
+        "500k items, approx from there on when faiss is installed",
+    )
     r.add_argument("--device", default="cpu", help="torch device")
     r.add_argument("--json", action="store_true", help="print JSON with scores")
     _add_import_arg(r)

@@ -38,6 +38,7 @@ from sea_pyg.nn.losses import (
     negative_l2_loss,
     solosim_loss,
 )
+from sea_pyg.nn.mips import ApproxParams, knn_backend
 from sea_pyg.nn.neighbour_conv import NeighbourConv, bipartite_adjacency
 from sea_pyg.nn.precision import full_precision, sparse_mm
 from sea_pyg.nn.separate import SeparateLearning
@@ -57,6 +58,7 @@ __all__ = [
     "ItemKNNGraph",
     "image_weighted_mix",
     "weighted_knn_adjacency",
+    "ApproxParams", "knn_backend",
     "cosine_topk", "WeightedGraph", "LearnedItemGraph", "self_loop_rw_graph",
     "AuxiliaryEstimator",
     "GradientStep",

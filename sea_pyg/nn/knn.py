@@ -26,11 +26,12 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch_geometric.utils import degree
 
+from sea_pyg.nn import mips as _mips
 from sea_pyg.nn.precision import full_precision
 
 __all__ = ['cosine_knn', 'knn_adjacency', 'ItemKNNGraph', 'image_weighted_mix']
 
-BACKENDS = ('auto', 'torch', 'pyg', 'faiss')
+BACKENDS = ('auto', 'torch', 'pyg', 'faiss', 'mips', 'approx')
 NORMALIZATIONS = ('sym_row', 'row', 'sym', 'none')
 
 # Added to the row sums by the ``"sym_row"`` normalisation, as in the
@@ -132,28 +133,12 @@ def _knn_pyg(x_n: Tensor, k: int) -> Tensor:
     return neighbour[perm]
 
 
-def _knn_faiss(x_n: Tensor, k: int) -> Tensor:
-    if k > 2048:
-        raise ValueError(f"backend='faiss' supports 'k' up to 2048 (got {k}); use "
-                         f"backend='torch'")
-    try:
-        import faiss  # noqa: F401
-    except ImportError:
-        raise ImportError("backend='faiss' requires the 'faiss' package; install it with "
-                          "'pip install faiss-cpu' (or 'sea-pyg[knn]'), or use "
-                          "backend='torch'") from None
-    from torch_geometric.nn.pool import MIPSKNNIndex
-
-    emb = x_n.to(torch.float32).contiguous()
-    index = MIPSKNNIndex(emb)
-    return index.search(emb, k).index.reshape(-1).to(x_n.device)
-
-
 def cosine_knn(
     x: Tensor,
     k: int,
     chunk_size: int = 4096,
     backend: str = 'auto',
+    index_params: '_mips.ApproxParams | Mapping[str, Any] | None' = None,
 ) -> Tensor:
     r"""Computes the directed cosine :math:`k`-nearest-neighbour graph of the
     rows of :obj:`x`, the item-item graph of FREEDOM / DRAGON / SEA.
@@ -183,12 +168,19 @@ def cosine_knn(
       :math:`N \times N`.
     * :obj:`"pyg"`: :func:`torch_geometric.nn.knn_graph` with
       :obj:`cosine=True, loop=True` (needs :obj:`pyg-lib`).
-    * :obj:`"faiss"`: exact maximum-inner-product search on the unit vectors
-      via :class:`torch_geometric.nn.pool.MIPSKNNIndex` (needs :obj:`faiss`;
-      computed in :obj:`float32`).
-    * :obj:`"auto"`: :obj:`"pyg"` when :obj:`pyg-lib` provides :math:`k`-NN
-      (falling back if it raises :class:`ImportError` or
-      :class:`RuntimeError`), otherwise :obj:`"torch"`.
+    * :obj:`"mips"` (alias :obj:`"faiss"`): exact maximum-inner-product
+      search on the unit vectors via PyG's
+      :class:`~torch_geometric.nn.pool.MIPSKNNIndex` (needs the :obj:`knn`
+      extra; :obj:`float32`); the same graph as :obj:`"torch"` up to ties.
+    * :obj:`"approx"`: PyG's :class:`~torch_geometric.nn.pool.ApproxMIPSKNNIndex`
+      with exact re-ranking of its candidates, see :mod:`sea_pyg.nn.mips`
+      (:obj:`index_params`; at least 256 items).
+    * :obj:`"auto"`: the :func:`~sea_pyg.nn.mips.knn_backend` default if one
+      is set; otherwise :obj:`"approx"` from
+      :data:`~sea_pyg.nn.mips.AUTO_APPROX_MIN_ITEMS` (500k) items on when
+      faiss is installed, and below that :obj:`"pyg"` when :obj:`pyg-lib`
+      provides :math:`k`-NN (falling back if it raises :class:`ImportError`
+      or :class:`RuntimeError`), otherwise :obj:`"torch"`.
 
     Args:
         x (torch.Tensor): Item features :math:`\mathbf{X} \in
@@ -199,8 +191,11 @@ def cosine_knn(
             computed at once by the :obj:`"torch"` backend; each block takes
             :obj:`chunk_size * N` values (377 MB in :obj:`float32` for
             :math:`N = 23033`). (default: :obj:`4096`)
-        backend (str, optional): :obj:`"auto"`, :obj:`"torch"`,
-            :obj:`"pyg"` or :obj:`"faiss"`. (default: :obj:`"auto"`)
+        backend (str, optional): :obj:`"auto"`, :obj:`"torch"`, :obj:`"pyg"`,
+            :obj:`"mips"` (:obj:`"faiss"`) or :obj:`"approx"`.
+            (default: :obj:`"auto"`)
+        index_params (ApproxParams or dict, optional): Parameters of
+            :obj:`"approx"` (:class:`~sea_pyg.nn.mips.ApproxParams`).
 
     Returns:
         torch.Tensor: :obj:`edge_index` of shape :obj:`[2, N * k]` (on the
@@ -222,6 +217,13 @@ def cosine_knn(
     if backend not in BACKENDS:
         raise ValueError(f"'backend' must be one of {BACKENDS} (got {backend!r})")
 
+    if backend in ('auto', 'faiss', 'mips', 'approx'):
+        resolved, params = _mips.resolve_backend(backend, num_items, index_params)
+        backend = backend if resolved == 'exact' else resolved
+        if backend in ('mips', 'approx') and k > _mips.FAISS_MAX_K:
+            raise ValueError(f"backend={backend!r} supports 'k' up to {_mips.FAISS_MAX_K} "
+                             f"(got {k}); use backend='torch'")
+
     with torch.no_grad():
         x_n = F.normalize(x.detach(), p=2.0, dim=1, eps=NORM_EPS)
 
@@ -233,8 +235,10 @@ def cosine_knn(
                 col = _knn_pyg(x_n, k)
             except (ImportError, RuntimeError):
                 col = None
-        elif backend == 'faiss':
-            col = _knn_faiss(x_n, k)
+        elif backend in ('mips', 'approx'):
+            col = _mips.mips_topk(_mips.build_index(x_n, backend, params), x_n, x_n, k,
+                                  params.rerank if backend == 'approx' else 1,
+                                  chunk_size=chunk_size)[1].view(-1)
 
         if col is None:
             col = _knn_torch(x_n, k, chunk_size)
@@ -451,6 +455,8 @@ class ItemKNNGraph(torch.nn.Module):
             (default: :obj:`4096`)
         backend (str, optional): Passed to :func:`cosine_knn`.
             (default: :obj:`"auto"`)
+        index_params (ApproxParams or dict, optional): Passed to
+            :func:`cosine_knn`.
 
     Shapes:
         - **input:** item embeddings :math:`(N, d)`
@@ -465,6 +471,7 @@ class ItemKNNGraph(torch.nn.Module):
         normalization: str = 'sym_row',
         chunk_size: int = 4096,
         backend: str = 'auto',
+        index_params: '_mips.ApproxParams | Mapping[str, Any] | None' = None,
     ):
         super().__init__()
         names, feats = _named(features, 'features')
@@ -488,8 +495,8 @@ class ItemKNNGraph(torch.nn.Module):
 
         device = feats[0].device
         adjs = [
-            knn_adjacency(cosine_knn(x, k, chunk_size, backend).to(device), num_items,
-                          normalization)
+            knn_adjacency(cosine_knn(x, k, chunk_size, backend, index_params).to(device),
+                          num_items, normalization)
             for x in feats
         ]
         self._setup(names, adjs, weights, learnable)

@@ -34,6 +34,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from sea_pyg.nn import knn as _knn
+from sea_pyg.nn import mips as _mips
 from sea_pyg.nn.graph import unique_edges
 from sea_pyg.nn.precision import full_precision
 
@@ -99,7 +100,9 @@ class _SimilarityValues(torch.autograd.Function):
         return grad_x, None, None, None
 
 
-def cosine_topk(x: Tensor, k: int, chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+def cosine_topk(
+    x: Tensor, k: int, chunk_size: int = 1024, backend: str = "auto"
+) -> tuple[Tensor, Tensor]:
     r"""The weighted cosine :math:`k`-NN graph of the rows of :obj:`x`: LATTICE's
     ``build_knn_neighbourhood(build_sim(x), k)`` as an edge list.
 
@@ -125,6 +128,10 @@ def cosine_topk(x: Tensor, k: int, chunk_size: int = 1024) -> tuple[Tensor, Tens
         k: Neighbours per item, self included, :math:`1 \le k \le N`.
         chunk_size: Rows of the similarity matrix computed at once (memory
             :math:`\text{chunk\_size} \cdot N` values).
+        backend: ``"auto"`` (exact, unless :func:`~sea_pyg.nn.mips.knn_backend` or the size rule
+            of :mod:`sea_pyg.nn.mips` says otherwise), ``"exact"``, ``"mips"`` or ``"approx"``:
+            with the last two the neighbours come from PyG's faiss index and the values are the
+            exact cosines of the pairs found (same gradients).
 
     Returns:
         ``(edge_index, value)``: ``edge_index`` ``(2, N k)`` with ``edge_index[0]`` the item
@@ -144,11 +151,25 @@ def cosine_topk(x: Tensor, k: int, chunk_size: int = 1024) -> tuple[Tensor, Tens
     x_n = F.normalize(x, p=2.0, dim=1, eps=_knn.NORM_EPS)
     index = torch.empty((num_items, k), dtype=torch.long, device=x.device)
     value = torch.empty((num_items, k), dtype=x.dtype, device=x.device)
+    backend, params = _mips.resolve_backend(backend, num_items)
     with torch.no_grad():
-        for start, block in _knn._similarity_blocks(x_n.detach(), chunk_size):
-            top = block.topk(k, dim=1)
-            index[start : start + block.size(0)] = top.indices
-            value[start : start + block.size(0)] = top.values
+        if backend == "exact":
+            for start, block in _knn._similarity_blocks(x_n.detach(), chunk_size):
+                top = block.topk(k, dim=1)
+                index[start : start + block.size(0)] = top.indices
+                value[start : start + block.size(0)] = top.values
+        else:
+            found = _mips.mips_topk(
+                _mips.build_index(x_n, backend, params),
+                x_n,
+                x_n,
+                k,
+                params.rerank if backend == "approx" else 1,
+                chunk_size=chunk_size,
+            )[1].to(x.device)
+            index.copy_(found)
+            rows = torch.arange(num_items, device=x.device).repeat_interleave(k)
+            value.view(-1).copy_(_edge_dot(x_n.detach(), x_n.detach(), rows, found.view(-1)))
     row = torch.arange(num_items, device=x.device).repeat_interleave(k)
     col = index.view(-1)
     value = value.view(-1)

@@ -129,6 +129,19 @@ def test_recommend_cli(run, folder, capsys):
         main(["recommend", "--run", str(folder), "--data", str(folder), "--users", "user1"])
 
 
+def test_recommend_cli_index(run, folder, capsys):
+    pytest.importorskip("faiss")
+    base = ["recommend", "--run", str(run), "--data", str(folder), "--users", "user1", "user2",
+            "--k", "5", "--json"]  # fmt: skip
+    outputs = []
+    for index in ("exact", "mips"):
+        assert main([*base, "--index", index]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1]
+    with pytest.raises(SystemExit, match="invalid choice: 'hnsw'"):
+        main([*base, "--index", "hnsw"])
+
+
 # ---- damaged checkpoints (item 9) ----------------------------------------------------------------
 class _Payload:
     """Unpickling this would run a shell command."""
