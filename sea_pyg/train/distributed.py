@@ -309,25 +309,26 @@ class Distributed:
             return batch[:, :1], 0.0
         return local, local.size(1) / total
 
-    def reduce_values(self, values: Mapping[str, Tensor | float]) -> dict[str, float]:
-        r"""``{name: \sum_r w_r v_r}`` of logged values (every rank has the same names)."""
-        if not self.active:
-            return {k: float(v) for k, v in values.items()}
-        names = list(values)
-        vec = torch.tensor(
-            [float(values[k]) * self.weight if self.weight else 0.0 for k in names],
-            dtype=torch.float64,
-            device=self._device_for_collectives(),
+    def reduce_values(self, values: Mapping[str, Tensor | float]) -> dict[str, Tensor]:
+        r"""``{name: \sum_r w_r v_r}`` of logged values (every rank has the same names), as
+        0-d float64 tensors (on the device for NCCL, else on the CPU)."""
+        dev = self._device_for_collectives()
+        if not values:
+            return {}
+        vec = torch.stack(
+            [torch.as_tensor(v, dtype=torch.float64, device=dev).detach() for v in values.values()]
         )
-        dist.all_reduce(vec)
-        return dict(zip(names, vec.tolist(), strict=True))
+        if self.active:
+            vec = vec * self.weight if self.weight else torch.zeros_like(vec)
+            dist.all_reduce(vec)
+        return dict(zip(values, vec.unbind(), strict=True))
 
     def _device_for_collectives(self) -> torch.device:
         return self.device if self.backend == "nccl" else torch.device("cpu")
 
     def train_step(
         self, batch: Tensor, optimizer: torch.optim.Optimizer, auxiliary: Any
-    ) -> tuple[dict[str, float], dict[str, float]] | None:
+    ) -> tuple[dict[str, Tensor], dict[str, Tensor]] | None:
         """One data-parallel step (see the module documentation); returns the reduced
         ``(loss terms, auxiliary losses)`` or ``None`` when the reduced loss is not finite."""
         local, self.weight = self.shard(batch)
@@ -335,7 +336,7 @@ class Distributed:
         with data_parallel_step(self._stats):
             terms = self._ddp(local)
         logged = self.reduce_values({k: v.detach() for k, v in terms.items()})
-        if not torch.isfinite(torch.tensor(sum(logged.values()))):
+        if logged and not bool(torch.isfinite(torch.stack(list(logged.values())).sum())):
             return None
         loss = sum(terms.values())
         (loss * (self.weight * self.world_size)).backward()
