@@ -61,6 +61,21 @@ def _run_case(data, model_name, hparams, settings, out=None, check_steps=False, 
     return results, params.tolist(), checks
 
 
+class _Branchy(torch.nn.Module):
+    """``loss``: ``a.sum()``, plus ``b.sum()`` when the batch says so."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(torch.ones(2))
+        self.b = torch.nn.Parameter(torch.ones(2))
+
+    def loss(self, batch):
+        terms = {"a": self.a.sum()}
+        if bool(batch[0, 0]):
+            terms["b"] = 2 * self.b.sum()
+        return terms
+
+
 def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
@@ -92,6 +107,17 @@ def _worker(rank: int, world: int, port: int, folder: str, out: str) -> None:
         seen["failure"] = f"RankZeroError: {exc}"
     except OSError as exc:
         seen["failure"] = f"OSError: {exc}"
+    # parameters a step leaves unused: on no rank -> no gradient (None, as in one process);
+    # on some ranks -> the mean with their zero
+    branchy = _Branchy()
+    dp = Distributed()
+    dp.wrap(branchy)
+    grads = []
+    for use in ([1, 1], [0, 0], [1, 0]):
+        branchy.zero_grad(set_to_none=True)
+        sum(dp._ddp(torch.tensor([[use[rank]]])).values()).backward()
+        grads.append([None if p.grad is None else p.grad.tolist() for p in branchy.parameters()])
+    seen["unused"] = grads
     # the emb_loss of the slices, summed over the ranks, is that of the whole batch
     from sea_pyg.nn.data_parallel import data_parallel_step
 
@@ -227,6 +253,12 @@ def test_rank_zero_failure_reaches_the_other_rank(two_ranks):
     assert ranks[0]["failure"] == "OSError: disk full"
     assert ranks[1]["failure"].startswith("RankZeroError: rank 0 failed")
     assert "disk full" in ranks[1]["failure"]
+
+
+def test_unused_parameters_keep_no_gradient_as_in_one_process(two_ranks):
+    ranks, _ = two_ranks
+    for seen in ranks:  # [a, b] per step: b used by both, by none, by rank 0 only
+        assert seen["unused"] == [[[1, 1], [2, 2]], [[1, 1], None], [[1, 1], [1, 1]]]
 
 
 def test_sharded_emb_loss_is_the_whole_batch_emb_loss(two_ranks):
