@@ -135,6 +135,10 @@ class Trainer:
     a fixed device and thread count it ends with the same history, metrics and ``best.pt`` as
     an uninterrupted run (tested with ``SIGKILL`` at many moments, checkpoint writes included).
 
+    **Under torchrun** (``WORLD_SIZE > 1``) every rank trains on its slice of each global batch
+    with DDP and rank 0 alone evaluates and writes (:mod:`sea_pyg.train.distributed`,
+    docs/distributed.md); ``results.json`` records ``world_size`` and ``per_rank_batch``.
+
     Args:
         model: The recommender.
         data: A :class:`HeteroData` from :func:`sea_pyg.data.read_mmrec` (or the same layout).
