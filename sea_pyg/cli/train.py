@@ -12,11 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from sea_pyg.cli import commands
-from sea_pyg.cli.checks import (
-    check_device,
-    check_model_name,
-    check_output_folder,
-)
+from sea_pyg.cli.checks import check_device, check_model_name
+from sea_pyg.cli.checks import check_output_folder as _check_output_folder
 from sea_pyg.cli.config import (
     CONFIG_FILE,
     FIELD_OF_DEST,
@@ -129,11 +126,23 @@ def _check_run_folder(out: str, args: argparse.Namespace, flags: dict[str, str])
     """Refuses, before any data is loaded or trained, a folder that holds a run (unless
     --resume / --overwrite) or that another run is using."""
     from sea_pyg.train import check_output_dir
+    from sea_pyg.train.distributed import is_main_process
 
+    if not is_main_process():  # rank 0 alone claims and writes the folder
+        return
     try:
         check_output_dir(out, resume=args.resume, overwrite=args.overwrite)
     except ValueError as exc:
         raise UserError(in_flag_words(str(exc), flags)) from None
+
+
+def check_output_folder(path: str, what: str | None = None) -> None:
+    """The folder check of :mod:`~sea_pyg.cli.checks`, on rank 0 alone under torchrun (rank 0
+    alone writes; the others would race it for the probe file)."""
+    from sea_pyg.train.distributed import is_main_process
+
+    if is_main_process():
+        _check_output_folder(path, what)
 
 
 def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dict, dict, Any]:
@@ -175,7 +184,7 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
         print(f"sea-pyg train: interrupted; {out} keeps the last finished epoch: the same "
               "command plus --resume continues", file=sys.stderr, flush=True)
         raise SystemExit(130) from None
-    if trainer.resumed == "finished":
+    if trainer.resumed == "finished" and trainer.dist.is_main:
         print(f"sea-pyg train: the run in {out} had already finished "
               f"({results.get('stop_reason', 'finished')}); nothing was trained or changed "
               "(raise --epochs to extend a run that stopped at its cap)", flush=True)
@@ -183,8 +192,23 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    with torch_threads(args.threads):
-        return _cmd_train(args)
+    """Under ``torchrun`` (``WORLD_SIZE > 1``) every process joins the process group first
+    (:func:`sea_pyg.train.distributed.init_from_env`) and leaves it at the end; the ranks
+    other than 0 print nothing but errors."""
+    from sea_pyg.train.distributed import init_from_env, is_main_process, shutdown
+
+    try:
+        owned = init_from_env(args.device or "cpu")
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"torchrun: {exc}") from None
+    try:
+        if not is_main_process():
+            args.quiet, args.no_progress = True, True
+        with torch_threads(args.threads):
+            return _cmd_train(args)
+    finally:
+        if owned:
+            shutdown()
 
 
 def _seeds(args: argparse.Namespace) -> list[int]:
@@ -263,6 +287,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 overrides if name == args.model else {}, flags,
             )
             rows.append((info["name"], results, config))
+    from sea_pyg.train.distributed import is_main_process
+
+    if not is_main_process():  # rank 0 reports
+        return 0
     if args.seeds:
         _print_seed_summaries(rows, seeds)
     else:

@@ -8,6 +8,7 @@ from torch import Tensor, nn
 from sea_pyg.models.base import Recommender
 from sea_pyg.models.registry import register_model
 from sea_pyg.nn.conv import bipartite_norm_adj
+from sea_pyg.nn.data_parallel import sharded_sum
 from sea_pyg.nn.graph import (
     degree_sensitive_edge_pruning,
     degree_sensitive_edge_weights,
@@ -186,10 +187,12 @@ class LayerGCN(Recommender):
         user_all, item_all = self.forward(self.train_adj)
         u, p, n = user_all[users], item_all[pos], item_all[neg]
         pos_scores, neg_scores = (u * p).sum(-1), (u * n).sum(-1)
-        terms = {"bpr": bpr_loss(pos_scores, neg_scores, variant="logsigmoid") * users.numel()}
+        # sums over the batch: over the whole batch under torchrun (sea_pyg.nn.data_parallel)
+        bpr = bpr_loss(pos_scores, neg_scores, variant="logsigmoid") * users.numel()
+        terms = {"bpr": sharded_sum(bpr)}
         if self.reg_weight:
             ego = (self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
-            terms["reg"] = self.reg_weight * 0.5 * sum(e.pow(2).sum() for e in ego)
+            terms["reg"] = self.reg_weight * 0.5 * sharded_sum(sum(e.pow(2).sum() for e in ego))
         return terms
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

@@ -13,6 +13,7 @@ from sea_pyg.models._multimodal import check_features
 from sea_pyg.models.base import MultimodalRecommender, TrainOutput
 from sea_pyg.models.registry import register_model
 from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
+from sea_pyg.nn.data_parallel import sharded_sum
 from sea_pyg.nn.graph import unique_edges
 from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.losses import bpr_loss, candidate_info_nce_loss, emb_loss
@@ -375,9 +376,9 @@ class LGMRec(MultimodalRecommender):
                 for second in self.modalities[a + 1 :]:
                     total = total + self._contrast(hu[first], hu[second], users)
                     total = total + self._contrast(hi[first], hi[second], pos)
-            terms["hcl"] = self.cl_weight * total
+            terms["hcl"] = self.cl_weight * sharded_sum(total)  # over the whole batch
         if self.reg_weight:
-            terms["reg"] = self.reg_weight * emb_loss(u, p, n)
+            terms["reg"] = self.reg_weight * emb_loss(u, p, n, batch_rows=True)
         return terms
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

@@ -83,7 +83,7 @@ class LightGCN(Recommender):
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="mmrec")}
         if self.reg_weight:
             ego = (self.user_emb(users), self.item_emb(pos), self.item_emb(neg))
-            terms["reg"] = self.reg_weight * emb_loss(*ego)
+            terms["reg"] = self.reg_weight * emb_loss(*ego, batch_rows=True)
         return terms
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

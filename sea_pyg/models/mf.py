@@ -58,7 +58,7 @@ class MFBPR(Recommender):
         u, p, n = self.user_emb(users), self.item_emb(pos), self.item_emb(neg)
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="mmrec")}
         if self.reg_weight:
-            terms["reg"] = self.reg_weight * emb_loss(u, p, n)
+            terms["reg"] = self.reg_weight * emb_loss(u, p, n, batch_rows=True)
         return terms
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

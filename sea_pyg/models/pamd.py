@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from sea_pyg.models._multimodal import batch_item_rows, check_features
 from sea_pyg.models.base import MultimodalRecommender, TrainOutput
 from sea_pyg.models.registry import register_model
+from sea_pyg.nn.data_parallel import sharded_sum
 
 __all__ = ["PAMD"]
 
@@ -305,7 +306,8 @@ class PAMD(MultimodalRecommender):
         if rows["stage"] == "pretrain":
             return self.pretrain_terms(rows["items"], rows["parts"])
         # -ln sigma(y) = softplus(-y), -ln(1 - sigma(y)) = softplus(y)
-        return {"bce": F.softplus(-rows["pos"]).sum() + F.softplus(rows["neg"]).sum()}
+        # a sum over the batch: over the whole batch under torchrun (sea_pyg.nn.data_parallel)
+        return {"bce": sharded_sum(F.softplus(-rows["pos"]).sum() + F.softplus(rows["neg"]).sum())}
 
     # ---- scoring -----------------------------------------------------------------------------
     @torch.no_grad()

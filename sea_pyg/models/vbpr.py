@@ -172,7 +172,7 @@ class VBPR(MultimodalRecommender):
         u, p, n = out.rows["user"], out.rows["pos"], out.rows["neg"]
         terms = {"bpr": bpr_loss((u * p).sum(-1), (u * n).sum(-1), variant="mmrec")}
         if self.reg_weight:
-            terms["reg"] = self.reg_weight * emb_loss(u, p, n)
+            terms["reg"] = self.reg_weight * emb_loss(u, p, n, batch_rows=True)
         return terms
 
     def embeddings(self) -> tuple[Tensor, Tensor]:

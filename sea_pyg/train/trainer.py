@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from sea_pyg.train.checkpoint import (
     model_payload,
 )
 from sea_pyg.train.config import TrainConfig
+from sea_pyg.train.distributed import Distributed
 from sea_pyg.train.metrics import PerUserRanking, evaluate_ranking, evaluate_ranking_per_user
 from sea_pyg.train.optim import adam
 from sea_pyg.train.per_user import data_fingerprint, per_user_csv
@@ -134,6 +136,10 @@ class Trainer:
     a fixed device and thread count it ends with the same history, metrics and ``best.pt`` as
     an uninterrupted run (tested with ``SIGKILL`` at many moments, checkpoint writes included).
 
+    **Under torchrun** (``WORLD_SIZE > 1``) every rank trains on its slice of each global batch
+    with DDP and rank 0 alone evaluates and writes (:mod:`sea_pyg.train.distributed`,
+    docs/distributed.md); ``results.json`` records ``world_size`` and ``per_rank_batch``.
+
     Args:
         model: The recommender.
         data: A :class:`HeteroData` from :func:`sea_pyg.data.read_mmrec` (or the same layout).
@@ -168,10 +174,13 @@ class Trainer:
         self.config = config or TrainConfig()
         self.epoch_callback = epoch_callback
         self.run_files = _check_run_files(run_files)
-        self.output_dir = Path(self.config.output_dir) if self.config.output_dir else None
+        #: torchrun's process group (inactive in one process); rank 0 alone writes
+        self.dist = Distributed.from_env(self.config.device)
+        out = self.config.output_dir if self.dist.is_main else None
+        self.output_dir = Path(out) if out else None
         if self.output_dir is not None:
             check_output_dir(self.output_dir, self.config.resume, self.config.overwrite)
-        self.device = torch.device(self.config.device)
+        self.device = self.dist.device
         self.model = model.to(self.device)
         self.precision = MixedPrecision(self.config.precision, self.device)
         self.model_info = dict(model_info or {"name": type(model).__name__})
@@ -205,6 +214,8 @@ class Trainer:
             lr=self.config.lr,
             weight_decay=self.config.weight_decay,
         )
+        self.dist.sync_optimizers(list(self.auxiliary.optimizers.values()))
+        self.dist.wrap(self.model)
         #: Frozen tensors as the constructor built them: left out of last.pt while unchanged.
         self.frozen = frozen_tensors(self.model) if self.output_dir is not None else {}
         self._reset_state()
@@ -231,7 +242,7 @@ class Trainer:
         self.resumed: str | None = None
 
     def _log(self, msg: str) -> None:
-        if self.config.verbose:
+        if self.config.verbose and self.dist.is_main:
             print(msg, flush=True)
 
     def evaluate(self, split: str = "valid") -> dict[str, float]:
@@ -393,7 +404,10 @@ class Trainer:
     # ---------------------------------------------------------------------------------- training
     def _train_step(self, batch: torch.Tensor) -> tuple[dict, dict] | None:
         """One mini-batch; returns ``(loss terms, auxiliary losses)``, or ``None`` when the
-        loss is not finite (nothing is updated then)."""
+        loss is not finite (nothing is updated then). Under torchrun: this rank's slice of it,
+        see :mod:`sea_pyg.train.distributed`."""
+        if self.dist.active:
+            return self.dist.train_step(batch, self.optimizer, self.auxiliary, self.precision)
         self.optimizer.zero_grad(set_to_none=True)
         with self.precision.forward(self.model):  # autocast under "bf16" (train/precision.py)
             terms = self.precision.loss_terms(self.model.loss(batch))
@@ -435,7 +449,7 @@ class Trainer:
             total=len(batches),
             desc=f"epoch {epoch}",
             leave=False,
-            disable=not self.config.progress,
+            disable=not (self.config.progress and self.dist.is_main),
             file=sys.stderr,
         )
         try:
@@ -546,6 +560,7 @@ class Trainer:
                 float(np.mean(eval_times)) if eval_times else None
             ),
             "threads": torch.get_num_threads(),
+            **self.dist.describe(self.config.batch_size),
             "resumes": self.resumes,
             "history": self.history,
         }
@@ -571,10 +586,10 @@ class Trainer:
                          extra_files=self.run_files)
             self._folder = folder
         try:
-            state = self._try_resume()
+            state = self.dist.resume(self)
             self.resumed = state
             if state == "finished":
-                return read_results(self.output_dir) or self.results()
+                return (self.output_dir and read_results(self.output_dir)) or self.results()
             if state is None:
                 torch.manual_seed(cfg.seed)
             if self._folder is not None:
@@ -591,7 +606,6 @@ class Trainer:
                 self._folder = None
 
     def _train(self) -> dict[str, Any]:
-        cfg = self.config
         start = time.perf_counter()
         self._log(
             f"training {self.model_info.get('name')} on {self.dataset_name}: "
@@ -619,26 +633,7 @@ class Trainer:
                 "losses": losses,
                 "train_time": time.perf_counter() - t0,
             }
-            if self._pretraining(epoch):
-                record["stage"], improved = "pretrain", False
-            else:
-                improved = self.validate(record)
-            self.history.append(record)
-            self.epoch = epoch + 1
-            self._log_epoch(record, improved)
-            ending = self._stop_now() is not None
-            commit = not ending and self.epoch % cfg.checkpoint_every == 0
-            if improved and self.output_dir is not None:
-                # committed now, or kept (copied) until the next commit
-                self._best_payload = model_payload(
-                    self.model, self.model_info, self.dataset_meta,
-                    copy=not (commit or ending),
-                    epoch=record["epoch"], valid=record["valid"], test=self.best_test,
-                )
-            if commit:
-                self._commit()
-            if self.epoch_callback is not None and not ending:
-                self.epoch_callback(self, record)
+            self.dist.close_epoch(self, partial(self._close_epoch, record))  # rank 0 alone
         self.finished = True
         results = self.results()
         results["wall_seconds"] = time.perf_counter() - start
@@ -652,3 +647,27 @@ class Trainer:
             f"valid {_fmt(self.best_valid)}\n  test @ best valid: {_fmt(self.best_test)}"
         )
         return results
+
+    def _close_epoch(self, record: dict[str, Any]) -> None:
+        """After training epoch ``record["epoch"]``: validation, log, commit, callback."""
+        cfg, epoch = self.config, record["epoch"]
+        if self._pretraining(epoch):
+            record["stage"], improved = "pretrain", False
+        else:
+            improved = self.validate(record)
+        self.history.append(record)
+        self.epoch = epoch + 1
+        self._log_epoch(record, improved)
+        ending = self._stop_now() is not None
+        commit = not ending and self.epoch % cfg.checkpoint_every == 0
+        if improved and self.output_dir is not None:
+            # committed now, or kept (copied) until the next commit
+            self._best_payload = model_payload(
+                self.model, self.model_info, self.dataset_meta,
+                copy=not (commit or ending),
+                epoch=record["epoch"], valid=record["valid"], test=self.best_test,
+            )
+        if commit:
+            self._commit()
+        if self.epoch_callback is not None and not ending:
+            self.epoch_callback(self, record)

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sea_pyg.nn.data_parallel import in_data_parallel_step, sharded_sum
 from sea_pyg.nn.precision import full_precision
 
 __all__ = ["bpr_loss", "BPRLoss", "emb_loss", "EmbLoss"]
@@ -97,7 +98,7 @@ class BPRLoss(torch.nn.Module):
 
 
 @full_precision
-def emb_loss(*embeddings: Tensor) -> Tensor:
+def emb_loss(*embeddings: Tensor, batch_rows: bool = False) -> Tensor:
     r"""MMRec's embedding regulariser: summed **un-squared** Frobenius norms.
 
     .. math::
@@ -106,8 +107,17 @@ def emb_loss(*embeddings: Tensor) -> Tensor:
     where :math:`\|E\|_F` is the Frobenius norm of the whole tensor (not squared, not per row)
     and :math:`n_K` is the number of rows of the **last** argument.
 
+    The term is not a mean over rows (:math:`\|E\|_F / n` shrinks like :math:`1/\sqrt{n}`), so
+    in a data-parallel step (``torchrun``) the mean of the per-slice values is not the value of
+    the whole batch. With ``batch_rows=True`` (the tensors are rows of the training batch) the
+    squared norms and :math:`n_K` are summed over the processes first
+    (:func:`~sea_pyg.nn.data_parallel.sharded_sum`), which gives the whole batch's value and
+    gradient; in one process it changes nothing. Leave it ``False`` for whole tables (the same
+    on every process).
+
     Args:
         *embeddings: One or more tensors, e.g. the batch's user, positive and negative rows.
+        batch_rows: The tensors are this process's rows of a data-parallel batch.
 
     Returns:
         A scalar tensor.
@@ -120,6 +130,11 @@ def emb_loss(*embeddings: Tensor) -> Tensor:
             f"the last embedding must have at least one row (its row count divides the sum), "
             f"got shape {tuple(last.shape)}"
         )
+    if batch_rows and in_data_parallel_step():
+        squares = torch.stack([emb.square().sum() for emb in embeddings])
+        rows = torch.tensor(float(last.size(0)), dtype=squares.dtype, device=squares.device)
+        sums = sharded_sum(torch.cat([squares, rows.view(1)]))
+        return sums[:-1].sqrt().sum() / sums[-1]
     total = torch.linalg.vector_norm(embeddings[0])
     for emb in embeddings[1:]:
         total = total + torch.linalg.vector_norm(emb)
@@ -137,5 +152,5 @@ class EmbLoss(torch.nn.Module):
         - **output:** scalar
     """
 
-    def forward(self, *embeddings: Tensor) -> Tensor:
-        return emb_loss(*embeddings)
+    def forward(self, *embeddings: Tensor, batch_rows: bool = False) -> Tensor:
+        return emb_loss(*embeddings, batch_rows=batch_rows)
