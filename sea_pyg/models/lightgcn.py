@@ -92,8 +92,9 @@ class LightGCN(Recommender):
             fanout: Neighbours kept per node at each of the ``L`` hops (``-1``: all; default
                 10 per layer).
             chunk_size: Nodes per chunk of the layer-wise evaluation.
-            backend: Sampler: ``"auto"`` (PyG's compiled one when available, else the pure-torch
-                one), ``"pyg"`` or ``"torch"`` (see :func:`~sea_pyg.data.neighbor.neighbor_sampler`).
+            backend: Sampler: ``"auto"`` (PyG's compiled one when available, else the
+                pure-torch one), ``"pyg"`` or ``"torch"`` (see
+                :func:`~sea_pyg.data.neighbor.neighbor_sampler`).
         """
         L = self.num_layers
         fanout = [10] * L if fanout is None else check_fanout(fanout, L, "fanout (--fanout)")
