@@ -124,7 +124,10 @@ class LightGCN(Recommender):
         device = self.user_emb.weight.device
         edge_index = sub.edge_index.to(device)
         weight = sampled_edge_weight(edge_index, sub.edge_weight.to(device), sub.deg.to(device))
-        out = sampled_propagation(self._ego_rows(sub.n_id), edge_index, weight, self.num_layers)
+        out = sampled_propagation(
+            self._ego_rows(sub.n_id), edge_index, weight, self.num_layers,
+            num_sampled_edges=sub.num_sampled_edges,
+        )
         final = out[inv.to(device)]
         return final[: users.numel()], final[users.numel() :]
 

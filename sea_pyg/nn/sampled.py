@@ -32,7 +32,8 @@ graph (PyG's layer-wise inference).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import warnings
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -64,6 +65,7 @@ def sampled_propagation(
     edge_weight: Tensor,
     num_layers: int,
     aggregation: str = "mean",
+    num_sampled_edges: Sequence[int] | None = None,
 ) -> Tensor:
     r"""``num_layers`` propagations :math:`\mathbf{x}'_v = \sum_{(w, v)} a_{wv}\mathbf{x}_w` on a
     subgraph, aggregated over layers as :class:`~sea_pyg.nn.LightGCNPropagation` does.
@@ -74,6 +76,11 @@ def sampled_propagation(
         edge_weight: ``(e,)`` weights, e.g. :func:`sampled_edge_weight`.
         num_layers: ``L``.
         aggregation: ``"mean"``, ``"sum"`` or ``"last"``.
+        num_sampled_edges: Edges per hop, in the order of ``edge_index`` (PyG's
+            ``num_sampled_edges``). When given, layer :math:`l` (1-based) propagates only the
+            edges of hops :math:`1..L-l+1`, into the nodes it is needed for (PyG's
+            ``trim_to_layer``): the last layer only into the seeds. The seeds' rows are the
+            same; the other rows are then partial.
 
     Returns:
         ``(n, d)``; exact (for the sampled estimate) on the nodes whose sampled neighbourhood
@@ -82,10 +89,27 @@ def sampled_propagation(
     if aggregation not in ("mean", "sum", "last"):
         raise ValueError(f"`aggregation` must be 'mean', 'sum' or 'last', got {aggregation!r}")
     src, dst = edge_index
-    w = edge_weight.to(x.dtype).unsqueeze(-1)
+    w = edge_weight.to(x.dtype)
+    if dst.numel() > 1 and not bool((dst[1:] >= dst[:-1]).all()):  # CSR needs rows in order
+        if num_sampled_edges is not None:
+            raise ValueError("num_sampled_edges needs edges sorted by destination within hops "
+                             "and hops in order (as the samplers return them)")
+        order = torch.argsort(dst, stable=True)
+        src, dst, w = src[order], dst[order], w[order]
+    n = x.size(0)
     out = x
-    for _ in range(num_layers):
-        x = torch.zeros_like(x).index_add_(0, dst, x[src] * w)
+    for layer in range(num_layers):
+        keep = dst.numel()
+        if num_sampled_edges is not None:
+            keep = int(sum(num_sampled_edges[: num_layers - layer]))
+        crow = torch.zeros(n + 1, dtype=torch.long, device=x.device)
+        torch.cumsum(torch.bincount(dst[:keep], minlength=n), 0, out=crow[1:])
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            adj = torch.sparse_csr_tensor(
+                crow, src[:keep], w[:keep], (n, n), check_invariants=False
+            )
+        x = adj @ x  # sum over sampled w -> v of a_wv x_w; autograd reaches x only
         out = x if aggregation == "last" else out + x
     if aggregation == "mean":
         out = out / (num_layers + 1)

@@ -28,6 +28,13 @@ def test_hand_computed_sampled_layer():
     assert out[0, 0].item() == pytest.approx((1 + e1) / 2, rel=1e-6)
     assert sampled_propagation(x, edge_index, w, 1, "sum")[0, 0].item() == pytest.approx(1 + e1)
     assert sampled_propagation(x, edge_index, w, 1, "last")[0, 0].item() == pytest.approx(e1)
+    # edges in any order (a back edge a -> ... first): the same rows
+    ei2 = torch.tensor([[0, 1, 2], [1, 0, 0]])
+    w2 = torch.cat([torch.tensor([0.5]), w])
+    got = sampled_propagation(x, ei2, w2, 1, "last")
+    assert got[0, 0].item() == pytest.approx(e1) and got[1, 0].item() == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="sorted by destination"):
+        sampled_propagation(x, ei2, w2, 1, num_sampled_edges=[3])
 
 
 def test_rescaled_layer_is_unbiased_over_all_subsets():
@@ -78,6 +85,11 @@ def test_full_fanout_subgraph_equals_full_propagation_on_the_seeds():
     w = sampled_edge_weight(sub.edge_index, sub.edge_weight, sub.deg)
     out = sampled_propagation(x[sub.n_id], sub.edge_index, w, 2)
     assert torch.allclose(out[:4], full[seeds], atol=1e-6)
+    # trimmed to the layers (the last layer only into the seeds): the seeds' rows unchanged
+    trimmed = sampled_propagation(x[sub.n_id], sub.edge_index, w, 2,
+                                  num_sampled_edges=sub.num_sampled_edges)
+    assert torch.allclose(trimmed[:4], full[seeds], atol=1e-6)
+    assert not torch.allclose(trimmed, out)  # it did skip work (hop-1 nodes' last layer)
 
 
 def test_bad_aggregation():
