@@ -19,7 +19,8 @@ cluster-sorted items), with an over-draw; duplicate (user, item) pairs are dropp
 first ``n_u`` distinct items of each user (a user left with fewer than 3 is topped up with
 uniform items: at least 3 each, enough for the MMRec
 split :func:`~sea_pyg.data.split.split_per_user`). There are no item features (LightGCN/MF
-benchmarks). :func:`scaled_baby` gives Amazon Baby's sizes times a factor.
+benchmarks); the communities are kept as ``data["user"].cluster`` and ``data["item"].cluster``.
+:func:`scaled_baby` gives Amazon Baby's sizes times a factor.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def make_scalable(
     for label in (0, 1, 2):
         m = labels == label
         split[label] = torch.from_numpy(np.stack([users[m], items[m]]).astype(np.int64))
+    data["user"].cluster = torch.from_numpy(user_cluster.astype(np.int64))
+    data["item"].cluster = torch.from_numpy(item_cluster.astype(np.int64))
     data[EDGE_TYPE].edge_index = split[0]
     data[REV_EDGE_TYPE].edge_index = split[0].flip(0)
     data[EDGE_TYPE].val_edge_index = split[1]
