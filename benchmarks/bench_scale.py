@@ -16,9 +16,10 @@ memory; nothing user x item). For each run it prints:
 * ``peak RSS``: of the whole process (Python, torch, data, model, optimizer, the steps and the
   evaluation); ``base RSS`` is the process after its imports.
 
-Then, per path, the RSS model ``RSS(s) = base + b * s`` (``b`` fitted by least squares through
-the measured points) and the largest size that fits in ``--limit-gb`` (16 GB): the largest
-measured size under the limit, and the size where the fitted line crosses it (extrapolated).
+Then, per path, the RSS model ``RSS(s) = a + b * s`` (least squares through the measured
+points: ``b`` is the memory per 1x Baby, ``a`` the constant part) and the largest size that
+fits in ``--limit-gb`` (16 GB): the largest measured size under the limit, and the size where
+the fitted line crosses it (extrapolated).
 
 The evaluation scores ``chunk x I`` at a time with ``chunk = max(1, 2**26 // I)`` users
 (256 MB of float32 scores), so that its memory does not grow with the catalogue.
@@ -70,14 +71,20 @@ def worker(args: argparse.Namespace) -> dict:
     chunk = max(1, (1 << 26) // I)
     cfg = TrainConfig(batch_size=args.batch_size, progress=False, verbose=False, seed=1,
                       minibatch=minibatch, fanout=tuple(args.fanout) if minibatch else None,
-                      eval_chunk_size=chunk)
+                      eval_chunk_size=chunk, device=args.device)
     trainer = Trainer(model, data, cfg, model_info=info)
     built_rss = _rss_mb()
+
+    def sync() -> None:  # timings of asynchronous devices
+        if args.device.startswith("cuda"):
+            torch.cuda.synchronize()
     times, i = [], 0
     while len(times) < args.steps:  # as many epochs as the timed steps need
         for batch in trainer.sampler:
+            sync()
             t = time.perf_counter()
             trainer._train_step(batch)
+            sync()
             if i >= 2:
                 times.append(time.perf_counter() - t)
             i += 1
@@ -90,12 +97,14 @@ def worker(args: argparse.Namespace) -> dict:
     with torch.no_grad():
         t = time.perf_counter()
         state = model.scoring_state()
+        sync()
         state_s = time.perf_counter() - t
-        val = store.val_edge_index
+        val = trainer.val_edge_index
         sub = val[:, val[0] < args.eval_users]
         t = time.perf_counter()
-        evaluate_ranking(lambda users: model.score(users, state), sub, store.edge_index, U, I,
-                         ks=(10, 20), chunk_size=chunk)
+        evaluate_ranking(lambda users: model.score(users, state), sub, trainer.train_edge_index,
+                         U, I, ks=(10, 20), chunk_size=chunk)
+        sync()
         rank_s = time.perf_counter() - t
     users_all = int(torch.unique(val[0]).numel())
     users_sub = max(1, int(torch.unique(sub[0]).numel()))
@@ -107,18 +116,24 @@ def worker(args: argparse.Namespace) -> dict:
         "step_s": step, "steps_per_epoch": steps_per_epoch, "epoch_s": step * steps_per_epoch,
         "eval_state_s": state_s, "eval_s": eval_s, "eval_users_timed": users_sub,
         "eval_users": users_all, "base_rss_mb": base, "built_rss_mb": built_rss,
-        "peak_rss_mb": _rss_mb(),
+        "peak_rss_mb": _rss_mb(), "device": args.device,
+        "peak_device_mb": (torch.cuda.max_memory_allocated() / 2**20
+                           if args.device.startswith("cuda") else None),
     }
 
 
 def _fit(points: list[tuple[float, float, float]]) -> tuple[float, float] | None:
-    """``(base, b)`` of ``RSS = base + b * s`` through ``(s, rss, base)`` points."""
+    """``(a, b)`` of ``RSS = a + b * s``: least squares through the ``(s, rss, base)`` points
+    (two sizes or more), else the line through the one point and its process's base RSS."""
     if not points:
         return None
-    base = statistics.median(p[2] for p in points)
-    num = sum(s * (rss - base) for s, rss, _ in points)
-    den = sum(s * s for s, _, _ in points)
-    return base, num / den
+    if len({p[0] for p in points}) < 2:
+        s, rss, base = points[0]
+        return base, (rss - base) / s
+    ms = statistics.mean(p[0] for p in points)
+    mr = statistics.mean(p[1] for p in points)
+    b = sum((s - ms) * (r - mr) for s, r, _ in points) / sum((s - ms) ** 2 for s, _, _ in points)
+    return mr - b * ms, b
 
 
 def main() -> None:
@@ -136,6 +151,8 @@ def main() -> None:
     p.add_argument("--limit-gb", type=float, default=16.0)
     p.add_argument("--threads", type=int, help="torch threads per run (OMP_NUM_THREADS)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per run")
+    p.add_argument("--device", default="cpu",
+                   help="torch device of the runs (cuda: also the peak device memory)")
     p.add_argument("--quick", action="store_true",
                    help="tiny sizes (0.02x 0.05x 0.1x), 5 steps: a smoke test")
     p.add_argument("--markdown", help="also write the table to this file")
@@ -162,7 +179,7 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--worker", "--scale", str(scale), "--path", path,
                    "--fanout", *map(str, args.fanout), "--dim", str(args.dim),
                    "--batch-size", str(args.batch_size), "--steps", str(args.steps),
-                   "--eval-users", str(args.eval_users)]
+                   "--eval-users", str(args.eval_users), "--device", args.device]
             if args.threads:
                 cmd += ["--threads", str(args.threads)]
             try:
@@ -207,7 +224,7 @@ def main() -> None:
         measured = f"{max(fits):g}x measured" if fits else "none measured"
         cross = (limit - base) / b if b > 0 else math.inf
         notes.append(
-            f"- {path}: RSS ≈ {base:.0f} MB + {b:.1f} MB x size (fit through "
+            f"- {path}: RSS ≈ {base:.0f} MB + {b:.1f} MB x size (least squares through "
             f"{len(pts)} point(s)); largest size within {args.limit_gb:g} GB: {measured}; "
             f"the fitted line reaches it at {cross:.0f}x Baby "
             f"(≈ {cross * BABY[0] / 1e6:.2f}M users, {cross * BABY[1] / 1e6:.2f}M items; "
