@@ -141,12 +141,17 @@ class TorchNeighborSampler(BaseSampler):
 
     @property
     def edge_permutation(self) -> Tensor:
+        """``(E,)``: input edge id of each position of the destination-sorted edge list."""
         return self.perm
 
     def sample_from_nodes(self, inputs: NodeSamplerInput) -> SamplerOutput:
+        """The sampled neighbourhood of ``inputs.node`` (distinct seed ids), see the class
+        documentation; ``metadata`` is ``(input_id, time)`` as PyG's samplers set it."""
         return node_sample(inputs, self._sample)
 
     def sample_from_edges(self, inputs, neg_sampling=None):  # noqa: ANN001
+        """Not supported: sample around the seed edges' end nodes with
+        :meth:`sample_from_nodes` (raises ``NotImplementedError``)."""
         raise NotImplementedError(
             "TorchNeighborSampler samples around seed nodes only (sample_from_nodes): pass the "
             "batch's users and items as seed nodes"
