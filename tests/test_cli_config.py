@@ -35,7 +35,7 @@ def test_rerun_from_config_yaml_is_the_same_run(tmp_path):
         "model": "lightgcn", "synthetic": "tiny", "data_seed": 0, "epochs": 2, "lr": 0.001,
         "batch_size": 128, "weight_decay": 0.0, "patience": 20, "valid_metric": "recall@20",
         "eval_chunk_size": 4096, "seed": 999, "device": "cpu", "out": str(first.resolve()),
-        "checkpoint_every": 1, "lr_schedule": [1.0, 50.0],
+        "checkpoint_every": 1, "lr_schedule": [1.0, 50.0], "precision": "fp32",
         "set": {"embedding_dim": 64, "num_layers": 1, "reg_weight": 0.0001},
     }
     assert main(["train", "--config", str(first / "config.yaml"), "--out", str(second),

@@ -40,6 +40,15 @@ def _add_import_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_precision_arg(g) -> None:
+    g.add_argument(
+        "--precision", choices=["fp32", "bf16"], metavar="PRECISION",
+        help="fp32 (default): everything in float32; bf16: the training forward pass under "
+        "bfloat16 autocast (parameters, optimizer state, CLUB fitting, graph products and the "
+        "evaluation stay float32)",
+    )
+
+
 def _add_train_parser(sub, epilog: str | None = None) -> None:
     t = sub.add_parser(
         "train",
@@ -93,6 +102,7 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
                    help="seed of everything (default 999)")
     g.add_argument("--device", metavar="DEVICE",
                    help="torch device: cpu (default), cuda, cuda:N, mps")
+    _add_precision_arg(g)
     g.add_argument("--minibatch", action="store_true", default=None,
                    help="train on mini-batches of sampled subgraphs (lightgcn, mf, vbpr; see "
                    "docs/scale.md): memory bounded by the batch and the fan-out")
@@ -115,7 +125,8 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
     o.add_argument(
         "--allow-changes", nargs="+", metavar="NAME",
         help="with --resume: settings that may differ from the checkpoint's (seed lr "
-        "batch_size weight_decay patience valid_metric topk metrics model model.<key> data)",
+        "batch_size weight_decay patience valid_metric topk metrics precision model model.<key> "
+        "data)",
     )
     o.add_argument("--checkpoint-every", metavar="N", type=integer(1),
                    help="write the resumable state every N epochs and at the end (default 1)")
@@ -231,6 +242,7 @@ def _add_tune_parser(sub) -> None:
     g.add_argument("--seed", metavar="N", type=integer(0), default=999,
                    help="training seed of every trial (default 999)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default cpu)")
+    _add_precision_arg(g)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--quiet", action="store_true", help="no line per finished trial")
     t.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)

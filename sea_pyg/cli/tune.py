@@ -59,6 +59,7 @@ TRAIN_FLAGS = (
     "eval_chunk_size",
     "seed",
     "device",
+    "precision",
 )
 #: TrainConfig fields that define a study (a resume must keep them).
 DEFINING = (
@@ -193,7 +194,12 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
         "pruner": args.pruner,
         "prune_warmup": args.prune_warmup if args.pruner != "none" else None,
         "prune_startup": args.prune_startup if args.pruner == "median" else None,
-        "train": plain({k: getattr(config, k) for k in DEFINING}),
+        "train": plain(
+            {k: getattr(config, k) for k in DEFINING}
+            # a study's precision is one of its settings; fp32 (the default) is not written,
+            # so that studies made before --precision existed resume unchanged
+            | ({"precision": config.precision} if config.precision != "fp32" else {})
+        ),
         "data": data,
         "imports": list(args.imports or []),
     }

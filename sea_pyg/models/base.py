@@ -184,6 +184,26 @@ class Recommender(nn.Module):
                 out += [(f"{path}.{est.name}", est) for est in declare()]
         return out
 
+    def low_precision_buffers(self) -> list[str]:
+        """Names (as in :meth:`named_buffers`) of float buffers that :meth:`loss` reads only as
+        inputs of matrix products (``linear``, ``mm``, ``addmm``, ``matmul``).
+
+        Under ``precision="bf16"`` (:mod:`sea_pyg.train.precision`) the trainer replaces each
+        by a bfloat16 copy, made once, for the duration of every training step, so that
+        autocast does not cast e.g. an ``(N, 4096)`` feature matrix at every step (the copy
+        holds the values autocast's own cast gives). A row selection before the product is
+        fine; name no buffer that another operation reads during :meth:`loss` (a norm, a
+        sum, a loss target): it would run in bfloat16. Evaluation, :meth:`pre_epoch` and
+        checkpoints always see the float32 buffers. Default: those of each child
+        :class:`Recommender` (e.g. the host of a ``+sea`` variant), with its name as prefix.
+        """
+        return [
+            f"{name}.{buffer}"
+            for name, child in self.named_children()
+            if isinstance(child, Recommender)
+            for buffer in child.low_precision_buffers()
+        ]
+
     # ------------------------------------------------------------------ construction
     @classmethod
     def hyperparameters(cls) -> dict[str, Any]:

@@ -178,6 +178,12 @@ class DualGNN(MultimodalRecommender):
                 nn.init.xavier_normal_(self.user_weight)
                 self.user_weight.copy_(torch.softmax(self.user_weight, dim=1))
 
+    def low_precision_buffers(self) -> list[str]:
+        """The item features, which :meth:`loss` reads only as inputs of matrix products: a
+        bfloat16 copy stands in for them under ``precision="bf16"``
+        (:mod:`sea_pyg.train.precision`)."""
+        return [f"x_{m}" for m in self.modalities]
+
     def feature(self, m: str) -> Tensor:
         """The raw ``(N, F_m)`` features of modality ``m``."""
         return getattr(self, f"x_{m}")

@@ -16,6 +16,7 @@ from sea_pyg.nn.conv import LightGCNPropagation, bipartite_norm_adj
 from sea_pyg.nn.graph import unique_edges
 from sea_pyg.nn.hypergraph import HypergraphPropagation, gumbel_softmax
 from sea_pyg.nn.losses import bpr_loss, candidate_info_nce_loss, emb_loss
+from sea_pyg.nn.precision import sparse_mm
 
 __all__ = ["LGMRec", "LGMRecPass"]
 
@@ -263,6 +264,12 @@ class LGMRec(MultimodalRecommender):
             nn.init.xavier_uniform_(self.feat_trs[m])
             nn.init.xavier_uniform_(self.hyper_trs[m])
 
+    def low_precision_buffers(self) -> list[str]:
+        """The item features, which :meth:`loss` reads only as inputs of matrix products: a
+        bfloat16 copy stands in for them under ``precision="bf16"``
+        (:mod:`sea_pyg.train.precision`)."""
+        return [f"x_{m}" for m in self.modalities]
+
     def feature(self, modality: str) -> Tensor:
         """The frozen raw ``(N, F_m)`` features of ``modality``."""
         return getattr(self, f"x_{modality}")
@@ -280,7 +287,7 @@ class LGMRec(MultimodalRecommender):
         for m in self.modalities:
             # one pass over the (N, F_m) features for both X W and X V, one sparse product
             both = self.feature(m) @ torch.cat([self.feat_trs[m], self.hyper_trs[m]], dim=1)
-            summed = self.inter @ both
+            summed = sparse_mm(self.inter, both)
             proj[m], item_logits[m] = both[:, :d], both[:, d:]
             user_feats[m] = summed[:, :d] * self.inv_degree.unsqueeze(1)
             user_logits[m] = summed[:, d:]

@@ -15,6 +15,7 @@ from sea_pyg.models.registry import register_model
 from sea_pyg.nn.adversarial import WassersteinCritic
 from sea_pyg.nn.graph import unique_edges
 from sea_pyg.nn.losses import bpr_loss, info_nce_loss
+from sea_pyg.nn.precision import sparse_mm
 
 __all__ = ["MMSSL", "left_normalized"]
 
@@ -279,6 +280,12 @@ class MMSSL(MultimodalRecommender):
         nn.init.xavier_uniform_(self.fusion)
         self.critic.reset_parameters()
 
+    def low_precision_buffers(self) -> list[str]:
+        """The item features, which :meth:`loss` reads only as inputs of matrix products: a
+        bfloat16 copy stands in for them under ``precision="bf16"``
+        (:mod:`sea_pyg.train.precision`)."""
+        return [f"feat_{m}" for m in self.modalities]
+
     def features(self, m: str) -> Tensor:
         """The raw ``(N, F_m)`` features of modality ``m``."""
         return getattr(self, f"feat_{m}")
@@ -351,8 +358,8 @@ class MMSSL(MultimodalRecommender):
             f = lin(self.features(m))
             if dropout:
                 f = self.feat_dropout(f)
-            user = self.ui_adj @ f
-            out[m] = (user, self.iu_adj @ user)
+            user = sparse_mm(self.ui_adj, f)
+            out[m] = (user, sparse_mm(self.iu_adj, user))
         return out
 
     def encode(self) -> dict[str, object]:
@@ -362,7 +369,7 @@ class MMSSL(MultimodalRecommender):
         e_u, e_i = self.user_emb.weight, self.item_emb.weight
         id_user, id_item = {}, {}
         for m, (ui, iu) in zip(self.modalities, self.modal_graphs(), strict=True):
-            id_user[m], id_item[m] = ui @ e_i, iu @ e_u
+            id_user[m], id_item[m] = sparse_mm(ui, e_i), sparse_mm(iu, e_u)
         d = self.embedding_dim
         w = self.fusion.view(self.num_heads, d, d).sum(0)
         h_u = torch.stack(list(id_user.values())).mean(0) @ w
@@ -372,9 +379,9 @@ class MMSSL(MultimodalRecommender):
         users, items = [u], [i]
         for layer in range(self.num_layers):
             last = layer == self.num_layers - 1
-            u = self.ui_adj @ i
+            u = sparse_mm(self.ui_adj, i)
             u = torch.softmax(u, dim=-1) if last else u
-            i = self.iu_adj @ u
+            i = sparse_mm(self.iu_adj, u)
             i = torch.softmax(i, dim=-1) if last else i
             users.append(u)
             items.append(i)

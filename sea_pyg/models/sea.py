@@ -207,6 +207,13 @@ class SEA(Recommender):
             nn.init.xavier_normal_(self.user_weight)
             self.user_weight.copy_(torch.softmax(self.user_weight, dim=1))
 
+    def low_precision_buffers(self) -> list[str]:
+        """The raw item features: :meth:`loss` reads them only as the input of
+        :func:`~sea_pyg.nn.linear_then_consumers` (one ``addmm``, or ``linear`` with
+        ``fused=False``), so under ``precision="bf16"`` a cached bfloat16 copy stands in for
+        them (:class:`~sea_pyg.train.precision.MixedPrecision`)."""
+        return [f"x_{m}" for m in self.modalities]
+
     def feature(self, m: str) -> Tensor:
         """The raw ``(N, F_m)`` features of modality ``m``."""
         return getattr(self, f"x_{m}")

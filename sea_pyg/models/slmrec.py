@@ -206,6 +206,12 @@ class SLMRec(MultimodalRecommender):
             nn.init.xavier_uniform_(lin.weight)
 
     # ---- branches -----------------------------------------------------------------------------
+    def low_precision_buffers(self) -> list[str]:
+        """The item features, which :meth:`loss` reads only as inputs of matrix products: a
+        bfloat16 copy stands in for them under ``precision="bf16"``
+        (:mod:`sea_pyg.train.precision`)."""
+        return [f"x_{m}" for m in self.modalities]
+
     def feature(self, modality: str) -> Tensor:
         """The frozen, row-normalised ``(N, F_m)`` features of ``modality``."""
         return getattr(self, f"x_{modality}")

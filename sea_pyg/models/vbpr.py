@@ -123,6 +123,12 @@ class VBPR(MultimodalRecommender):
         nn.init.xavier_normal_(self.item_linear.weight)
         nn.init.zeros_(self.item_linear.bias)
 
+    def low_precision_buffers(self) -> list[str]:
+        """The item features, which :meth:`loss` reads only as inputs of matrix products: a
+        bfloat16 copy stands in for them under ``precision="bf16"``
+        (:mod:`sea_pyg.train.precision`)."""
+        return [f"x_{m}" for m in self.modalities]
+
     def feature(self, modality: str) -> Tensor:
         """The raw ``(N, F_m)`` features of ``modality``."""
         return getattr(self, f"x_{modality}")

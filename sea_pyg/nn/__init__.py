@@ -39,6 +39,7 @@ from sea_pyg.nn.losses import (
     solosim_loss,
 )
 from sea_pyg.nn.neighbour_conv import NeighbourConv, bipartite_adjacency
+from sea_pyg.nn.precision import full_precision, sparse_mm
 from sea_pyg.nn.sampled import layerwise_propagation, sampled_edge_weight, sampled_propagation
 from sea_pyg.nn.separate import SeparateLearning
 from sea_pyg.nn.user_graph import UserCooccurrenceGraph, user_cooccurrence_graph
@@ -86,5 +87,6 @@ __all__ = [
     "user_cooccurrence_graph",
     "UserCooccurrenceGraph",
     "WassersteinCritic", "gradient_penalty",
+    "full_precision", "sparse_mm",
     "sampled_edge_weight", "sampled_propagation", "layerwise_propagation",
 ]

@@ -23,6 +23,8 @@ from torch import Tensor
 from torch_geometric.nn import LGConv
 from torch_geometric.utils import is_torch_sparse_tensor
 
+from sea_pyg.nn.precision import full_precision
+
 __all__ = [
     "bipartite_norm_adj",
     "symmetric_spmm",
@@ -102,10 +104,12 @@ class _SymmetricSpMM(torch.autograd.Function):
         return None, ctx.adj @ grad_out
 
 
+@full_precision
 def symmetric_spmm(adj: Tensor, x: Tensor) -> Tensor:
     """``adj @ x`` for a constant symmetric sparse ``adj``; the backward reuses ``adj``.
 
-    ``adj`` gets no gradient (it is a fixed graph). Use only when ``adj`` is symmetric.
+    ``adj`` gets no gradient (it is a fixed graph). Use only when ``adj`` is symmetric. Under
+    autocast the product runs in float32 (:func:`~sea_pyg.nn.precision.full_precision`).
     """
     if adj.requires_grad:
         return adj @ x

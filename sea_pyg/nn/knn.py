@@ -26,6 +26,8 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch_geometric.utils import degree
 
+from sea_pyg.nn.precision import full_precision
+
 __all__ = ['cosine_knn', 'knn_adjacency', 'ItemKNNGraph', 'image_weighted_mix']
 
 BACKENDS = ('auto', 'torch', 'pyg', 'faiss')
@@ -660,8 +662,10 @@ class ItemKNNGraph(torch.nn.Module):
                                        (self.num_nodes, self.num_nodes), is_coalesced=True,
                                        check_invariants=False)
 
+    @full_precision
     def forward(self, x: Tensor) -> Tensor:
-        r"""Propagates item embeddings once: :math:`\mathbf{S}\mathbf{X}`.
+        r"""Propagates item embeddings once: :math:`\mathbf{S}\mathbf{X}` (in float32 under
+        autocast, see :func:`~sea_pyg.nn.precision.full_precision`).
 
         Args:
             x (torch.Tensor): Item embeddings of shape :obj:`[N, d]`.

@@ -35,6 +35,7 @@ from torch.autograd.function import once_differentiable
 
 from sea_pyg.nn import knn as _knn
 from sea_pyg.nn.graph import unique_edges
+from sea_pyg.nn.precision import full_precision
 
 __all__ = [
     "cosine_topk",
@@ -361,8 +362,10 @@ class WeightedGraph:
         return WeightedGraph(*move, trans)  # type: ignore[arg-type]
 
     # ---- algebra -------------------------------------------------------------------------------
+    @full_precision
     def propagate(self, x: Tensor) -> Tensor:
-        r""":math:`\mathbf{A}\mathbf{X}` for ``x`` ``(N, d)`` (differentiable in both)."""
+        r""":math:`\mathbf{A}\mathbf{X}` for ``x`` ``(N, d)`` (differentiable in both; in
+        float32 under autocast, see :func:`~sea_pyg.nn.precision.full_precision`)."""
         if x.dim() != 2 or x.size(0) != self.num_nodes:
             raise ValueError(
                 f"'x' must have shape [{self.num_nodes}, d] (one row per node), got {list(x.shape)}"

@@ -38,6 +38,8 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor
 
+from sea_pyg.nn.precision import sparse_mm
+
 __all__ = ["sampled_edge_weight", "sampled_propagation", "layerwise_propagation"]
 
 
@@ -109,7 +111,7 @@ def sampled_propagation(
             adj = torch.sparse_csr_tensor(
                 crow, src[:keep], w[:keep], (n, n), check_invariants=False
             )
-        x = adj @ x  # sum over sampled w -> v of a_wv x_w; autograd reaches x only
+        x = sparse_mm(adj, x)  # sum over sampled w -> v of a_wv x_w (fp32 under autocast)
         out = x if aggregation == "last" else out + x
     if aggregation == "mean":
         out = out / (num_layers + 1)

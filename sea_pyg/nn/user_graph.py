@@ -32,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from sea_pyg.nn.graph import unique_edges
+from sea_pyg.nn.precision import full_precision
 
 __all__ = ["user_cooccurrence_graph", "sample_user_neighbors", "UserCooccurrenceGraph"]
 
@@ -354,6 +355,7 @@ class UserCooccurrenceGraph(nn.Module):
         r"""The current :math:`\mathbf{W}` as a coalesced sparse COO ``(U, U)`` tensor."""
         return self.adj.to_sparse_coo().coalesce()
 
+    @full_precision  # sparse product: float32 under autocast
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.size(0) != self.num_users:
             shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__

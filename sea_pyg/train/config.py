@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sea_pyg.train.metrics import METRICS
+from sea_pyg.train.precision import check_precision
 
 __all__ = ["TrainConfig", "RESUME_CHECKED"]
 
@@ -21,6 +22,7 @@ RESUME_CHECKED = (
     "valid_metric",
     "topk",
     "metrics",
+    "precision",
     "minibatch",
     "fanout",
 )
@@ -68,6 +70,11 @@ class TrainConfig:
         progress: Show a progress bar over the mini-batches of each epoch.
         verbose: Print one log line per epoch.
         device: ``"cpu"``, ``"cuda"``, ...
+        precision: ``"fp32"`` (default: everything in float32) or ``"bf16"``: the training
+            forward pass and its loss terms under bfloat16 autocast on the model's device,
+            parameters, gradients, optimizer states, auxiliary (CLUB) fitting, sparse graph
+            products and the evaluation in float32 (``--precision``; see
+            :mod:`sea_pyg.train.precision`).
         minibatch: Train on mini-batches of sampled subgraphs (``--minibatch``): the trainer
             calls the model's ``set_minibatch(fanout, eval_chunk_size)``, so each step reads
             only the batch's rows and their sampled neighbourhood, and evaluation embeddings
@@ -97,6 +104,7 @@ class TrainConfig:
     progress: bool = True
     verbose: bool = True
     device: str = "cpu"
+    precision: str = "fp32"
     minibatch: bool = False
     fanout: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -150,6 +158,7 @@ class TrainConfig:
                 f"{self.checkpoint_every!r}"
             )
         self.checkpoint_every = int(self.checkpoint_every)
+        self.precision = check_precision(self.precision)
         if self.epochs < 1:
             raise ValueError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:

@@ -32,6 +32,7 @@ from sea_pyg.train.config import TrainConfig
 from sea_pyg.train.metrics import PerUserRanking, evaluate_ranking, evaluate_ranking_per_user
 from sea_pyg.train.optim import adam
 from sea_pyg.train.per_user import data_fingerprint, per_user_csv
+from sea_pyg.train.precision import MixedPrecision
 from sea_pyg.train.resume import differences_message, refused_changes, resume_differences
 from sea_pyg.train.runfolder import (
     BEST,
@@ -172,6 +173,7 @@ class Trainer:
             check_output_dir(self.output_dir, self.config.resume, self.config.overwrite)
         self.device = torch.device(self.config.device)
         self.model = model.to(self.device)
+        self.precision = MixedPrecision(self.config.precision, self.device)
         if self.config.minibatch:  # the model samples each batch's neighbourhood (docs/scale.md)
             self.model.set_minibatch(self.config.fanout, chunk_size=self.config.eval_chunk_size)
         self.model_info = dict(model_info or {"name": type(model).__name__})
@@ -395,8 +397,9 @@ class Trainer:
         """One mini-batch; returns ``(loss terms, auxiliary losses)``, or ``None`` when the
         loss is not finite (nothing is updated then)."""
         self.optimizer.zero_grad(set_to_none=True)
-        terms = self.model.loss(batch)
-        loss = sum(terms.values())
+        with self.precision.forward(self.model):  # autocast under "bf16" (train/precision.py)
+            terms = self.precision.loss_terms(self.model.loss(batch))
+            loss = sum(terms.values())
         if not torch.isfinite(loss):
             return None
         loss.backward()
@@ -425,7 +428,9 @@ class Trainer:
             batches = [b.view(1, -1).to(self.device) for b in order.split(self.config.batch_size)]
         elif epoch == self._pretrain_epochs() > 0:
             self.optimizer.state.clear()  # fine-tuning starts a fresh Adam
-        sums: dict[str, float] = {}
+        # per-term sums stay on the model's device (float64: the same values as summing Python
+        # floats in this order): no host round trip per step, one at the end of the epoch
+        sums: dict[str, torch.Tensor] = {}
         model_terms: set[str] = set()
         bar = tqdm(
             batches,
@@ -441,20 +446,17 @@ class Trainer:
                 if step is None:
                     return None
                 terms, aux = step
-                total = 0.0
-                for k, v in terms.items():
-                    value = float(v.detach())
-                    sums[k] = sums.get(k, 0.0) + value
-                    total += value
-                    model_terms.add(k)
-                for k, v in aux.items():
-                    sums[k] = sums.get(k, 0.0) + float(v)
+                for k, v in (*terms.items(), *aux.items()):
+                    v = v.detach().to(torch.float64)
+                    sums[k] = sums[k] + v if k in sums else v
+                model_terms.update(terms)
                 if self.config.progress:
+                    total = sum(float(terms[k]) for k in terms)
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         finally:
             bar.close()
         nb = len(batches)
-        return {k: v / nb for k, v in sums.items()}, model_terms
+        return {k: float(v) / nb for k, v in sums.items()}, model_terms
 
     def _pretrain_epochs(self) -> int:
         """The model's pre-training epochs (``pretrain_epochs``, default 0)."""

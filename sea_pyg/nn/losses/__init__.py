@@ -16,7 +16,9 @@ r"""Losses for multimodal recommendation and the SEA mutual-information terms.
 * :func:`candidate_info_nce_loss` / :class:`CandidateInfoNCE`: InfoNCE of a batch of anchors against
   a whole candidate table (LGMRec's hypergraph contrastive loss), dense or row-chunked.
 
-Every loss takes the dtype and device of its inputs and returns a scalar tensor.
+Every loss takes the dtype and device of its inputs and returns a scalar tensor; called under
+autocast (mixed precision) the loss functions and :meth:`CLUB.forward` compute in float32
+(:func:`~sea_pyg.nn.precision.full_precision`).
 
 One concept per module: :mod:`~sea_pyg.nn.losses.ranking` (BPR, embedding regularisation),
 :mod:`~sea_pyg.nn.losses.club` (CLUB and its fitting gradient),

@@ -16,12 +16,14 @@ from torch import Tensor
 
 from sea_pyg.nn.losses._checks import _check_chunk_size, _check_rows, _check_temperature
 from sea_pyg.nn.losses.contrastive import _row_cross_entropy
+from sea_pyg.nn.precision import full_precision
 
 __all__ = ["candidate_info_nce_loss", "CandidateInfoNCE"]
 
 _REDUCTIONS = ("sum", "mean")
 
 
+@full_precision
 def candidate_info_nce_loss(
     anchors: Tensor,
     candidates: Tensor,

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from sea_pyg.nn.losses._checks import _check_rows
+from sea_pyg.nn.precision import full_precision
 
 __all__ = ["CLUB", "CLUB_ESTIMATORS", "club_gradient_step"]
 
@@ -168,6 +169,7 @@ class CLUB(torch.nn.Module):
         self._check(x, y)
         return -self._log_likelihood(x, y)
 
+    @full_precision
     def forward(
         self,
         x: Tensor,
@@ -257,7 +259,10 @@ def _club_groups(
                 )
             x, y = pair
             club._check(x, y)
-            detached.append((x.detach(), y.detach()))
+            # a forward under bfloat16 autocast leaves bfloat16 pairs: the estimator is
+            # fitted in its own (float32) dtype, outside autocast
+            dtype = next(club.parameters(), x).dtype
+            detached.append((x.detach().to(dtype), y.detach().to(dtype)))
         out.append((club, detached))
     return out
 

@@ -15,6 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from sea_pyg.nn.losses._checks import _check_chunk_size, _check_same_shape, _check_temperature
+from sea_pyg.nn.precision import full_precision
 
 __all__ = ["solosim_loss", "SoloSimLoss", "info_nce_loss", "InfoNCE"]
 
@@ -143,6 +144,7 @@ def _pair_inputs(
     return a, b, temperature, chunk_size
 
 
+@full_precision
 def solosim_loss(
     a: Tensor,
     b: Tensor,
@@ -209,6 +211,7 @@ class SoloSimLoss(torch.nn.Module):
         )
 
 
+@full_precision
 def info_nce_loss(
     a: Tensor,
     b: Tensor,

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sea_pyg.nn.losses._checks import _check_same_shape
+from sea_pyg.nn.precision import full_precision
 
 __all__ = ["negative_l2_loss", "NegativeL2"]
 
@@ -19,6 +20,7 @@ __all__ = ["negative_l2_loss", "NegativeL2"]
 # --------------------------------------------------------------------------------------------
 
 
+@full_precision
 def negative_l2_loss(x: Tensor, y: Tensor, normalize: bool = True) -> Tensor:
     r"""Negative mean squared row distance; see :class:`NegativeL2`."""
     _check_same_shape(x, y, "x", "y")

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sea_pyg.nn.precision import full_precision
+
 __all__ = ["bpr_loss", "BPRLoss", "emb_loss", "EmbLoss"]
 
 BPR_VARIANTS = ("mmrec", "logsigmoid", "log2")
@@ -21,6 +23,7 @@ BPR_VARIANTS = ("mmrec", "logsigmoid", "log2")
 # --------------------------------------------------------------------------------------------
 
 
+@full_precision
 def bpr_loss(pos_scores: Tensor, neg_scores: Tensor, variant: str = "mmrec") -> Tensor:
     r"""Bayesian personalised ranking loss of paired positive and negative scores.
 
@@ -93,6 +96,7 @@ class BPRLoss(torch.nn.Module):
         return f"variant={self.variant!r}"
 
 
+@full_precision
 def emb_loss(*embeddings: Tensor) -> Tensor:
     r"""MMRec's embedding regulariser: summed **un-squared** Frobenius norms.
 
