@@ -10,6 +10,12 @@ Usage::
     python benchmarks/compare_models.py --models mf lightgcn --preset small --seeds 1 2 3
     python benchmarks/compare_models.py --models lightgcn --data data/baby --seeds 999
     python benchmarks/compare_models.py --models mf --set mf:reg_weight=0.01 --markdown out.md
+    python benchmarks/compare_models.py --models lightgcn --minibatch lightgcn --fanout 10 10 \
+        --preset small --seeds 1 2 3
+
+``--minibatch MODEL`` adds a row ``MODEL@minibatch``: the same model trained with
+``sea-pyg train --minibatch --fanout ...`` (sampled subgraphs, see docs/scale.md), next to the
+full-graph row when MODEL is also in ``--models``.
 
 Results of each run stay in ``--workdir`` (``results.json`` per run). A work folder that
 already holds runs is refused unless ``--reuse`` (read finished runs back, resume unfinished
@@ -96,7 +102,18 @@ def main() -> None:
         "then covers all models)",
     )
     p.add_argument("--markdown", help="also write the table to this file")
+    p.add_argument("--minibatch", nargs="+", default=[], metavar="MODEL",
+                   help="also train these models with --minibatch (rows MODEL@minibatch)")
+    p.add_argument("--fanout", nargs="+", type=int, metavar="F",
+                   help="--fanout of the --minibatch rows (default: the model's, 10 per layer)")
     args = p.parse_args()
+    if args.fanout and not args.minibatch:
+        p.error("--fanout applies to the --minibatch rows: name them with --minibatch MODEL")
+    # row label -> (registry name, extra sea-pyg train arguments)
+    variants = {m: (m, []) for m in args.models}
+    for m in args.minibatch:
+        fan = ["--fanout", *map(str, args.fanout)] if args.fanout else []
+        variants[f"{m}@minibatch"] = (m, ["--minibatch", *fan])
 
     env = dict(os.environ)
     if args.threads:
@@ -106,9 +123,9 @@ def main() -> None:
     data_args = ["--data", args.data] if args.data else ["--synthetic", args.preset]
     dataset = Path(args.data).name if args.data else args.preset
 
-    pairs = [(m, seed) for m in args.models for seed in args.seeds]
+    pairs = [(m, seed) for m in variants for seed in args.seeds]
     if args.seed_major:
-        pairs = [(m, seed) for seed in args.seeds for m in args.models]
+        pairs = [(m, seed) for seed in args.seeds for m in variants]
     held = [
         workdir / f"{m}-{dataset}-seed{seed}" for m, seed in pairs
         if (workdir / f"{m}-{dataset}-seed{seed}" / "results.json").is_file()
@@ -119,10 +136,11 @@ def main() -> None:
             "--reuse to read finished runs back and resume unfinished ones, --overwrite to "
             "train them again, or another --workdir"
         )
-    done: dict[str, list[dict]] = {m: [] for m in args.models}
+    done: dict[str, list[dict]] = {m: [] for m in variants}
     for model, seed in pairs:
-        sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] == model]
-        extras = [s.split(":", 1)[1] for s in args.extra if s.split(":", 1)[0] == model]
+        name, variant_args = variants[model]
+        sets = [s.split(":", 1)[1] for s in args.set if s.split(":", 1)[0] in (model, name)]
+        extras = [s.split(":", 1)[1] for s in args.extra if s.split(":", 1)[0] in (model, name)]
         out = workdir / f"{model}-{dataset}-seed{seed}"
         side = out / "compare.json"  # peak RSS and wall time of a finished run
         if args.reuse and side.is_file() and (out / "results.json").is_file() and not (
@@ -142,7 +160,7 @@ def main() -> None:
             "sea_pyg.cli",
             "train",
             "--model",
-            model,
+            name,
             *data_args,
             "--seed",
             str(seed),
@@ -159,7 +177,7 @@ def main() -> None:
             cmd.append("--resume" if resumed else "--overwrite")
         for s in sets:
             cmd += ["--set", s]
-        cmd += extras
+        cmd += variant_args + extras
         t0 = time.perf_counter()
         code, rss = _run(cmd, workdir / f"{model}-{dataset}-seed{seed}.log", env)
         wall = time.perf_counter() - t0

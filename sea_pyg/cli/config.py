@@ -206,6 +206,8 @@ def resolved_config(
             value = getattr(config, field)
             if field == "output_dir" and value is not None:
                 value = str(Path(value).resolve())
+            if field == "minibatch" and not value:
+                value = None  # a full-graph run's config.yaml stays as it was
         elif dest in ("set", "data", "name", "synthetic", "data_seed", "model", "imports"):
             continue
         else:

@@ -103,6 +103,12 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
     g.add_argument("--device", metavar="DEVICE",
                    help="torch device: cpu (default), cuda, cuda:N, mps")
     _add_precision_arg(g)
+    g.add_argument("--minibatch", action="store_true", default=None,
+                   help="train on mini-batches of sampled subgraphs (lightgcn, mf, vbpr; see "
+                   "docs/scale.md): memory bounded by the batch and the fan-out")
+    g.add_argument("--fanout", nargs="+", metavar="F", type=int,
+                   help="with --minibatch: neighbours sampled per node at each propagation "
+                   "layer, one per layer (-1: all; default 10 per layer)")
     _add_repeat_args(g)
     o = t.add_argument_group("output")
     o.add_argument("--out", metavar="FOLDER",

@@ -223,6 +223,23 @@ def _seeds(args: argparse.Namespace) -> list[int]:
         raise UserError(str(exc).replace("seeds:", "--seeds:", 1)) from None
 
 
+def _check_minibatch_models(names: list[str]) -> None:
+    """--minibatch: every model to train must support it (named in the error otherwise)."""
+    from sea_pyg.models import MODELS
+
+    def can(spec: Any) -> bool:  # a +sea entry wraps its host in WithSeparateLearning
+        return bool(spec.cls.supports_minibatch) and spec.host is None
+
+    able = [n for n, spec in MODELS.items() if can(spec)]
+    unable = [n for n in names if not can(MODELS[n])]
+    if unable:
+        raise UserError(
+            f"--minibatch: {', '.join(unable)} cannot train on sampled mini-batches (the "
+            "training step needs the whole graph, an item-item graph or all items, e.g. SEA's "
+            f"alignment); models that can: {', '.join(able)} (see docs/scale.md)"
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from sea_pyg.data import describe
     from sea_pyg.models import MODELS, sea_variant
@@ -243,6 +260,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     compare = list(dict.fromkeys(m for m in compare if m != args.model))
     if args.device is not None:
         check_device(args.device)
+    if args.minibatch:
+        _check_minibatch_models([args.model, *compare])
     training_flags = {k: v for k, v in flags.items() if k not in NOT_SETTINGS + ("set",)}
     hparams = check_hparams(args.model, parse_sets(args.set), training_flags)
     seeds = _seeds(args)

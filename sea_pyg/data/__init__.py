@@ -13,6 +13,12 @@ from sea_pyg.data.mmrec import (
     read_mmrec,
     write_mmrec,
 )
+from sea_pyg.data.neighbor import (
+    TorchNeighborSampler,
+    neighbor_loader,
+    neighbor_sampler,
+    sampling_graph,
+)
 from sea_pyg.data.raw import prepare_amazon
 from sea_pyg.data.sampler import BPRSampler
 from sea_pyg.data.split import split_per_user
@@ -37,4 +43,5 @@ __all__ = [
     "synthetic_folder",
     "MMRecDataset",
     "prepare_amazon",
+    "TorchNeighborSampler", "neighbor_sampler", "neighbor_loader", "sampling_graph",
 ]

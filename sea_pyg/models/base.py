@@ -15,6 +15,7 @@ Shapes: ``U`` users, ``N`` items, ``B`` rows in a mini-batch, ``d`` embedding si
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +65,20 @@ def hyperparameters(cls: type) -> dict[str, Any]:
     return out
 
 
+def no_neighbourhood(model: str, fanout: Sequence[int] | None) -> None:
+    """Checks the ``fanout`` given to a model whose loss reads only the batch's rows (no graph
+    to sample): ``None`` or empty.
+
+    Raises:
+        ValueError: a fan-out was given (the message says to drop ``--fanout``).
+    """
+    if fanout is not None and len(list(fanout)) > 0:
+        raise ValueError(
+            f"fanout (--fanout): {model} has no neighbourhood to sample (its loss reads only the "
+            f"batch's rows); drop --fanout, got {list(fanout)}"
+        )
+
+
 def dataset_features(data: HeteroData, model: str) -> dict[str, Tensor]:
     """``{modality: (N, F_m)}`` item features of ``data`` (in ``data.modalities`` order).
 
@@ -106,6 +121,22 @@ class Recommender(nn.Module):
     #: Leading epochs that pre-train the model (e.g. PAMD): the trainer gives :meth:`loss`
     #: ``(1, B)`` item ids (a shuffled pass over all items per epoch) and skips validation.
     pretrain_epochs: int = 0
+    #: Whether the model can train on mini-batches of sampled subgraphs
+    #: (:meth:`set_minibatch`, ``TrainConfig.minibatch``, ``sea-pyg train --minibatch``).
+    supports_minibatch: bool = False
+
+    def set_minibatch(self, fanout: Sequence[int] | None = None, chunk_size: int = 4096) -> None:
+        """Switch to mini-batch training: :meth:`loss` then reads only the batch's rows (and
+        their sampled neighbourhood, ``fanout`` per layer), and :meth:`embeddings` is computed
+        in chunks of ``chunk_size`` rows. Models with ``supports_minibatch`` override it.
+
+        Raises:
+            ValueError: this model cannot train that way.
+        """
+        raise ValueError(
+            f"{type(self).__name__} cannot train on sampled mini-batches: its training step "
+            "needs the whole graph or all items (see docs/scale.md)"
+        )
 
     def loss(self, batch: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError(f"{type(self).__name__} must implement loss(batch)")

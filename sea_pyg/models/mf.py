@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
-from sea_pyg.models.base import Recommender
+from sea_pyg.models.base import Recommender, no_neighbourhood
 from sea_pyg.models.registry import register_model
 from sea_pyg.nn.losses import bpr_loss, emb_loss
 
@@ -29,6 +31,11 @@ class MFBPR(Recommender):
     (MMRec's ``BPRLoss`` plus ``EmbLoss``: un-squared Frobenius norms of the batch rows).
     Embeddings are initialised with ``xavier_normal_``.
 
+    **Mini-batch training** needs nothing new: a step reads only the batch's rows
+    :math:`\mathbf{p}_u, \mathbf{q}_i, \mathbf{q}_j` (no neighbours; activations
+    :math:`O(Bd)`), and :meth:`embeddings` returns the two tables. :meth:`set_minibatch` only
+    checks that no fan-out is asked for.
+
     Args:
         num_users: Number of users.
         num_items: Number of items.
@@ -48,6 +55,12 @@ class MFBPR(Recommender):
         self.user_emb = nn.Embedding(num_users, embedding_dim)
         self.item_emb = nn.Embedding(num_items, embedding_dim)
         self.reset_parameters()
+
+    supports_minibatch = True
+
+    def set_minibatch(self, fanout: Sequence[int] | None = None, chunk_size: int = 4096) -> None:
+        """Mini-batch training is MF's own training (see the class documentation)."""
+        no_neighbourhood("mf", fanout)
 
     def reset_parameters(self) -> None:
         nn.init.xavier_normal_(self.user_emb.weight)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sea_pyg.models._multimodal import batch_item_rows, check_features
-from sea_pyg.models.base import MultimodalRecommender, TrainOutput
+from sea_pyg.models.base import MultimodalRecommender, TrainOutput, no_neighbourhood
 from sea_pyg.models.registry import register_model
 from sea_pyg.nn.losses import bpr_loss, emb_loss
 
@@ -62,6 +62,13 @@ class VBPR(MultimodalRecommender):
     :math:`W` ``xavier_normal_`` over the **whole** fused fan-in :math:`\sum_m F_m`, bias 0.
     MMRec's dropout has ``p = 0`` and is omitted.
 
+    **Mini-batch training** (:meth:`set_minibatch`): VBPR has no graph, and a training step
+    already reads only the batch's rows (:math:`\mathbf{p}_u` and the ID and content rows of the
+    batch's items, whose features :math:`X_m[\text{items}]` are gathered per step), so its
+    activations are :math:`O(B(d + \sum_m F_m))`. In this mode :meth:`embeddings` computes the
+    content half :math:`\mathbf{f}_i` in chunks of ``chunk_size`` items (the same numbers as
+    the full pass). VBPR+SEA cannot train this way: its alignment needs all items per step.
+
     Args:
         num_users: Number of users ``U``.
         features: ``{modality: (N, F_m) tensor}``, row ``i`` = item ``i``. Stored as
@@ -97,7 +104,18 @@ class VBPR(MultimodalRecommender):
         self.user_emb = nn.Embedding(num_users, 2 * embedding_dim)
         self.item_emb = nn.Embedding(num_items, embedding_dim)
         self.item_linear = nn.Linear(sum(self.feature_dims.values()), embedding_dim)
+        self.chunk_size: int | None = None  # None: full-graph (one-pass) embeddings
         self.reset_parameters()
+
+    supports_minibatch = True
+
+    def set_minibatch(self, fanout: Sequence[int] | None = None, chunk_size: int = 4096) -> None:
+        """Mini-batch mode: no neighbourhood (``fanout`` must be empty), :meth:`embeddings`
+        in chunks of ``chunk_size`` items."""
+        no_neighbourhood("vbpr", fanout)
+        if chunk_size < 1:
+            raise ValueError(f"`chunk_size` must be >= 1, got {chunk_size}")
+        self.chunk_size = int(chunk_size)
 
     def reset_parameters(self) -> None:
         nn.init.xavier_uniform_(self.user_emb.weight)
@@ -176,7 +194,15 @@ class VBPR(MultimodalRecommender):
         return terms
 
     def embeddings(self) -> tuple[Tensor, Tensor]:
-        return self.forward()
+        if self.chunk_size is None:
+            return self.forward()
+        with torch.no_grad():
+            content = torch.cat([
+                self._fuse(self.modal_item_representations(items))
+                for items in torch.arange(self.num_items, device=self.item_emb.weight.device)
+                .split(self.chunk_size)
+            ])
+        return self.user_emb.weight, torch.cat([self.item_emb.weight, content], dim=-1)
 
     def extra_repr(self) -> str:
         dims = ", ".join(f"{m}={d}" for m, d in self.feature_dims.items())

@@ -41,6 +41,7 @@ from sea_pyg.nn.losses import (
 from sea_pyg.nn.mips import ApproxParams, knn_backend
 from sea_pyg.nn.neighbour_conv import NeighbourConv, bipartite_adjacency
 from sea_pyg.nn.precision import full_precision, sparse_mm
+from sea_pyg.nn.sampled import layerwise_propagation, sampled_edge_weight, sampled_propagation
 from sea_pyg.nn.separate import SeparateLearning
 from sea_pyg.nn.user_graph import UserCooccurrenceGraph, user_cooccurrence_graph
 from sea_pyg.nn.weighted_knn import weighted_knn_adjacency
@@ -89,4 +90,5 @@ __all__ = [
     "UserCooccurrenceGraph",
     "WassersteinCritic", "gradient_penalty",
     "full_precision", "sparse_mm",
+    "sampled_edge_weight", "sampled_propagation", "layerwise_propagation",
 ]

@@ -23,6 +23,8 @@ RESUME_CHECKED = (
     "topk",
     "metrics",
     "precision",
+    "minibatch",
+    "fanout",
 )
 
 
@@ -73,6 +75,14 @@ class TrainConfig:
             parameters, gradients, optimizer states, auxiliary (CLUB) fitting, sparse graph
             products and the evaluation in float32 (``--precision``; see
             :mod:`sea_pyg.train.precision`).
+        minibatch: Train on mini-batches of sampled subgraphs (``--minibatch``): the trainer
+            calls the model's ``set_minibatch(fanout, eval_chunk_size)``, so each step reads
+            only the batch's rows and their sampled neighbourhood, and evaluation embeddings
+            are computed in chunks (see ``docs/scale.md``). Only models with
+            ``supports_minibatch`` (LightGCN, MF, VBPR) can.
+        fanout: With ``minibatch``: neighbours sampled per node at each propagation layer
+            (``--fanout 10 10``; ``-1``: all of them; ``None``: the model's default, 10 per
+            layer for LightGCN). Models without a graph (MF, VBPR) take none.
     """
 
     epochs: int = 1000
@@ -95,6 +105,8 @@ class TrainConfig:
     verbose: bool = True
     device: str = "cpu"
     precision: str = "fp32"
+    minibatch: bool = False
+    fanout: tuple[int, ...] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -123,6 +135,18 @@ class TrainConfig:
                 f"allow_changes (--allow-changes): unknown {bad}; choose from {list(known)} "
                 "or 'model.<hyper-parameter>'"
             )
+        if self.fanout is not None:
+            try:
+                self.fanout = tuple(int(f) for f in self.fanout)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"fanout (--fanout) must be a list of integers, got {self.fanout!r}"
+                ) from None
+            if not self.minibatch:
+                raise ValueError(
+                    "fanout (--fanout) is a setting of mini-batch training: add minibatch=True "
+                    "(--minibatch), or drop it"
+                )
         if self.resume and self.overwrite:
             raise ValueError(
                 "resume=True (--resume) and overwrite=True (--overwrite) exclude each other: "

@@ -183,6 +183,8 @@ class Trainer:
         self.device = self.dist.device
         self.model = model.to(self.device)
         self.precision = MixedPrecision(self.config.precision, self.device)
+        if self.config.minibatch:  # the model samples each batch's neighbourhood (docs/scale.md)
+            self.model.set_minibatch(self.config.fanout, chunk_size=self.config.eval_chunk_size)
         self.model_info = dict(model_info or {"name": type(model).__name__})
         store = data[EDGE_TYPE]
         self.num_users = int(data["user"].num_nodes)
