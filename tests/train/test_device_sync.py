@@ -190,10 +190,12 @@ def _batches(model, trainer, epoch: int, count: int = 2) -> list[Tensor]:
 
 
 def _step(model, trainer, batch: Tensor) -> None:
-    """The trainer's step without its own logging and finiteness check."""
+    """The trainer's step (precision included) without its finiteness check."""
     trainer.optimizer.zero_grad(set_to_none=True)
-    terms = model.loss(batch)
-    sum(terms.values()).backward()
+    with trainer.precision.forward(model):
+        terms = trainer.precision.loss_terms(model.loss(batch))
+        loss = sum(terms.values())
+    loss.backward()
     trainer.auxiliary.step()
     trainer.optimizer.step()
 
@@ -321,6 +323,15 @@ def test_the_training_step_has_no_host_round_trip(tiny, name):
         assert shapes == [], f"{name}: data-dependent shapes in the step: {shapes}"
     else:  # the list is not stale: drop a model from it once its step needs none
         assert shapes, f"{name} no longer needs its DATA_DEPENDENT_STEPS entry"
+
+
+@pytest.mark.parametrize("name", ["sea", "vbpr", "lgmrec"])
+def test_the_bf16_step_has_no_host_round_trip(tiny, name):
+    """``precision="bf16"`` (autocast, bfloat16 feature copies) adds no host round trip."""
+    model, trainer = _build(name, tiny, precision="bf16")
+    found = _step_calls(model, trainer)
+    assert [f for f in found if f[0] != "data-dependent"] == []
+    assert bool(found) == (name in DATA_DEPENDENT_STEPS)
 
 
 @pytest.mark.parametrize("name", ["lattice", "mmssl", "sea", "dualgnn"])
