@@ -33,7 +33,8 @@ class BPRSampler:
         negatives: Draw one negative per row (``(3, B)`` batches). With ``False`` batches are
             ``(2, B)`` ``[users; items]`` (MMRec's ``use_neg_sampling: False``, used by BM3).
         generator: A seeded :class:`torch.Generator` (CPU) controlling order and negatives.
-        device: Where to put the batches.
+        device: Where to put the batches (built on the CPU; to a CUDA device they go from
+            page-locked memory, asynchronously).
     """
 
     def __init__(
@@ -118,4 +119,6 @@ class BPRSampler:
                 batch = torch.stack([u, i, self.sample_negatives(u)])
             else:
                 batch = torch.stack([u, i])
+            if self.device.type == "cuda":  # page-locked: the copy overlaps the GPU's work
+                batch = batch.pin_memory()
             yield batch.to(self.device, non_blocking=True)

@@ -269,6 +269,11 @@ class MMSSL(MultimodalRecommender):
             "modal_topk", torch.zeros(len(feats), self.num_users, self.graph_topk, dtype=torch.long)
         )
         self.register_buffer("graph_built", torch.tensor(False))
+        #: Host-side copies: whether the graphs are built (``graph_built`` without reading a
+        #: device tensor in every step) and the CSR matrices of the current ``modal_topk``
+        #: per (device, dtype), dropped at every rebuild and load.
+        self._built = False
+        self._graph_cache: dict[tuple, list[tuple[Tensor, Tensor]]] = {}
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -313,12 +318,20 @@ class MMSSL(MultimodalRecommender):
 
     def modal_graphs(self) -> list[tuple[Tensor, Tensor]]:
         r"""Per modality :math:`(\tilde{A}^m_{ui}, \tilde{A}^m_{iu})` (the observed graph until
-        the first rebuild)."""
-        if not bool(self.graph_built):
+        the first rebuild). Built once per rebuild and kept: no graph construction (and no
+        host synchronisation) in the training step."""
+        if not self._built:
             return [(self.ui_adj, self.iu_adj)] * len(self.modalities)
+        dtype = self.item_emb.weight.dtype
+        key = (self.modal_topk.device, dtype)
+        if key not in self._graph_cache:
+            self._graph_cache = {key: self._build_modal_graphs(dtype)}
+        return list(self._graph_cache[key])
+
+    def _build_modal_graphs(self, dtype: torch.dtype) -> list[tuple[Tensor, Tensor]]:
         users = torch.arange(self.num_users, device=self.modal_topk.device)
         users = users.repeat_interleave(self.graph_topk)
-        out, dtype = [], self.item_emb.weight.dtype
+        out = []
         for top in self.modal_topk:
             items = top.reshape(-1)
             out.append(
@@ -343,7 +356,12 @@ class MMSSL(MultimodalRecommender):
                 sim = self.masked_similarity(users, user_m[users], item_m)
                 self.modal_topk[k, users] = sim.topk(self.graph_topk, dim=1).indices
         self.graph_built.fill_(True)
+        self._built, self._graph_cache = True, {}
         return self.modal_topk
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._built, self._graph_cache = bool(self.graph_built), {}  # once, at load
 
     def pre_epoch(self, epoch: int) -> None:
         """Rebuilds the modality-aware graphs before every epoch but the first."""

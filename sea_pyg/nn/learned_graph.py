@@ -101,7 +101,12 @@ class _SimilarityValues(torch.autograd.Function):
 
 
 def cosine_topk(
-    x: Tensor, k: int, chunk_size: int = 1024, backend: str = "auto"
+    x: Tensor,
+    k: int,
+    chunk_size: int = 1024,
+    backend: str = "auto",
+    *,
+    check_values: bool = True,
 ) -> tuple[Tensor, Tensor]:
     r"""The weighted cosine :math:`k`-NN graph of the rows of :obj:`x`: LATTICE's
     ``build_knn_neighbourhood(build_sim(x), k)`` as an edge list.
@@ -132,6 +137,9 @@ def cosine_topk(
             of :mod:`sea_pyg.nn.mips` says otherwise), ``"exact"``, ``"mips"`` or ``"approx"``:
             with the last two the neighbours come from PyG's faiss index and the values are the
             exact cosines of the pairs found (same gradients).
+        check_values: Check that ``x`` is finite (reads the values: a host synchronisation on
+            an accelerator). A model's training step passes ``False`` for its own
+            representations (a NaN there ends training through the non-finite loss).
 
     Returns:
         ``(edge_index, value)``: ``edge_index`` ``(2, N k)`` with ``edge_index[0]`` the item
@@ -139,7 +147,7 @@ def cosine_topk(
         similarity; ``value`` ``(N k,)`` the similarities (with autograd attached when ``x``
         requires gradients).
     """
-    x = _knn._check_features(x, "x")
+    x = _knn._check_features(x, "x", check_values)
     num_items = x.size(0)
     k = _knn._check_int(k, "k", 1)
     if k > num_items:
@@ -294,7 +302,9 @@ class WeightedGraph:
         self._transpose = transpose
 
     @classmethod
-    def from_edges(cls, edge_index: Tensor, value: Tensor, num_nodes: int) -> WeightedGraph:
+    def from_edges(
+        cls, edge_index: Tensor, value: Tensor, num_nodes: int, *, check_values: bool = True
+    ) -> WeightedGraph:
         r"""The matrix with :math:`a_{ij} = \sum_{e = (i, j)} v_e` (duplicates add up; the sum is
         differentiable in ``value``).
 
@@ -302,9 +312,11 @@ class WeightedGraph:
             edge_index: ``(2, E)`` integer edges in :math:`[0, N)`.
             value: ``(E,)`` floating values.
             num_nodes: :math:`N`.
+            check_values: Check that the ids lie in :math:`[0, N)` (reads them: a host
+                synchronisation on an accelerator); ``False`` for edges a model built itself.
         """
         num_nodes = _knn._check_int(num_nodes, "num_nodes", 0)
-        _knn._check_edge_index(edge_index, num_nodes)
+        _knn._check_edge_index(edge_index, num_nodes, check_values)
         if value.dim() != 1 or value.numel() != edge_index.size(1):
             raise ValueError(
                 f"'value' must have one entry per edge, shape ({edge_index.size(1)},), got "
@@ -327,15 +339,18 @@ class WeightedGraph:
         parts: Sequence[tuple[Tensor, Tensor]],
         num_nodes: int,
         coefficients: Sequence[float | Tensor] | None = None,
+        *,
+        check_values: bool = True,
     ) -> WeightedGraph:
-        r""":math:`\sum_p c_p \mathbf{A}_p` for edge lists ``parts = [(edge_index, value)]``."""
+        r""":math:`\sum_p c_p \mathbf{A}_p` for edge lists ``parts = [(edge_index, value)]``
+        (``check_values``: see :meth:`from_edges`)."""
         if coefficients is None:
             coefficients = [1.0] * len(parts)
         if len(coefficients) != len(parts) or not parts:
             raise ValueError("'parts' must be non-empty with one coefficient per part")
         edges = torch.cat([ei for ei, _ in parts], dim=1)
         values = torch.cat([c * v for (_, v), c in zip(parts, coefficients, strict=True)])
-        return cls.from_edges(edges, values, num_nodes)
+        return cls.from_edges(edges, values, num_nodes, check_values=check_values)
 
     # ---- views ---------------------------------------------------------------------------------
     @property
@@ -515,7 +530,7 @@ class LearnedItemGraph(torch.nn.Module):
             raise ValueError(
                 f"representations must have shape [{self.num_items}, d], got {list(z.shape)}"
             )
-        return cosine_topk(z, self.k, self.chunk_size)
+        return cosine_topk(z, self.k, self.chunk_size, check_values=False)
 
     def _weights(self, weights: Tensor | Sequence[float] | None) -> Tensor | list[float]:
         m = len(self.modalities)
@@ -552,7 +567,7 @@ class LearnedItemGraph(torch.nn.Module):
         lam = self.lambda_coeff
         parts = [(edges, values)] + [self.initial_edges(m) for m in self.modalities]
         coefficients = [1.0 - lam] + [lam * w[i] for i in range(len(self.modalities))]
-        return WeightedGraph.combine(parts, self.num_items, coefficients)
+        return WeightedGraph.combine(parts, self.num_items, coefficients, check_values=False)
 
     def modality_graph(self, modality: str, representation: Tensor) -> WeightedGraph:
         r"""MICRO's per-modality item graph :math:`\mathbf{S}^m = (1 - \lambda)\,\operatorname{norm}
@@ -561,7 +576,10 @@ class LearnedItemGraph(torch.nn.Module):
         values = normalize_edge_weight(edges, values, self.num_items, self.normalization)
         lam = self.lambda_coeff
         return WeightedGraph.combine(
-            [(edges, values), self.initial_edges(modality)], self.num_items, [1.0 - lam, lam]
+            [(edges, values), self.initial_edges(modality)],
+            self.num_items,
+            [1.0 - lam, lam],
+            check_values=False,
         )
 
     def extra_repr(self) -> str:

@@ -223,12 +223,19 @@ def sample_user_neighbors(
         count = torch.where(valid, counts.to(torch.float32)[pos], 0.0)
     else:
         index, count = own.clone(), torch.zeros(num_users, k, device=device)
+    # Padding: slot t of a user with n < k entries copies a slot drawn from 0..t-1. The draws
+    # are composed on the CPU into a source slot per entry (one transfer each way, not one per
+    # slot on an accelerator), then gathered once; the same draws and values as copying slot
+    # by slot.
+    n_host = n.cpu()
+    source = torch.arange(k).repeat(num_users, 1)
     for t in range(1, k):
-        rows = ((n > 0) & (n <= t)).nonzero().flatten()
+        rows = ((n_host > 0) & (n_host <= t)).nonzero().flatten()
         if rows.numel():
-            pick = torch.randint(0, t, (rows.numel(),), generator=generator).to(device)
-            index[rows, t] = index[rows, pick]
-            count[rows, t] = count[rows, pick]
+            pick = torch.randint(0, t, (rows.numel(),), generator=generator)
+            source[rows, t] = source[rows, pick]
+    source = source.to(device)
+    index, count = index.gather(1, source), count.gather(1, source)
     has = (n > 0)[:, None]
     if weighting == "softmax":
         weight = torch.softmax(count, dim=1)

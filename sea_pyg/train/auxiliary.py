@@ -109,12 +109,34 @@ class AuxiliaryTraining:
         aux = self.parameter_ids()
         return (p for p in model.parameters() if id(p) not in aux)
 
-    def step(self) -> dict[str, Tensor]:
+    def step(self, skip: Tensor | None = None) -> dict[str, Tensor]:
         """Fits every estimator (call between ``backward()`` and the model's step); returns
-        ``{estimator name: last learning loss}`` for those that had something to fit."""
+        ``{estimator name: last learning loss}`` (0-d tensors on the estimators' device, not
+        read by the host) for those that had something to fit.
+
+        Args:
+            skip: Optional 0-d boolean tensor (e.g. ``~torch.isfinite(loss)``, left on the
+                device): where it is true, the inner steps run but change neither the
+                estimators' parameters nor their optimizers' state, with no host read (the
+                fused Adam's ``found_inf``; an optimizer without the fused kernel reads the
+                flag once).
+        """
         out: dict[str, Tensor] = {}
         for key, est in self.estimators:
-            loss = fit_estimator(est, self.optimizers[key])
+            opt = self.optimizers[key]
+            if skip is not None and not opt.defaults.get("fused"):
+                if bool(skip):  # no device-side skip without the fused kernel
+                    est.prepare()  # consume the pass's inputs, as a fit would
+                    continue
+                loss = fit_estimator(est, opt)
+            elif skip is not None:
+                opt.found_inf = skip.detach().to(torch.float32).reshape(())
+                try:
+                    loss = fit_estimator(est, opt)
+                finally:
+                    del opt.found_inf
+            else:
+                loss = fit_estimator(est, opt)
             if loss is not None:
                 out[est.name] = loss
         return out

@@ -47,6 +47,8 @@ def ranking_metrics(
     num_pos: Tensor,
     ks: Sequence[int],
     metrics: Sequence[str] = METRICS,
+    *,
+    check_values: bool = True,
 ) -> dict[str, Tensor]:
     r"""Per-user ranking metrics from a hit matrix.
 
@@ -56,6 +58,8 @@ def ranking_metrics(
         num_pos: ``(B,)`` number of held-out items :math:`|P_u|` of each user (all > 0).
         ks: Cut-offs, each ``<= K_max``.
         metrics: Names among ``recall``, ``ndcg``, ``precision``, ``map``.
+        check_values: Check ``num_pos > 0`` (reads the values: a host synchronisation on an
+            accelerator); the evaluation loop, whose users all have held-out items, skips it.
 
     Returns:
         ``{f"{metric}@{k}": (B,) float64 tensor}``.
@@ -68,7 +72,7 @@ def ranking_metrics(
             f"`hits` must be (B, K) and `num_pos` (B,), got {tuple(hits.shape)} and "
             f"{tuple(num_pos.shape)}"
         )
-    if (num_pos <= 0).any():
+    if check_values and bool((num_pos <= 0).any()):
         raise ValueError("every evaluated user needs at least one held-out item (num_pos > 0)")
     kmax = hits.size(1)
     if any(k < 1 or k > kmax for k in ks):
@@ -129,12 +133,15 @@ def mask_items(scores: Tensor, users: Tensor, rowptr: Tensor, items: Tensor) -> 
     users = users.to(scores.device)
     start, end = rowptr[users], rowptr[users + 1]
     counts = end - start
-    if int(counts.sum()) > 0:
-        row = torch.repeat_interleave(torch.arange(users.numel(), device=scores.device), counts)
-        offsets = torch.arange(int(counts.sum()), device=scores.device) - torch.repeat_interleave(
-            counts.cumsum(0) - counts, counts
+    total = int(counts.sum())  # the one host synchronisation: the number of masked entries
+    if total > 0:
+        row = torch.repeat_interleave(
+            torch.arange(users.numel(), device=scores.device), counts, output_size=total
         )
-        cols = items[torch.repeat_interleave(start, counts) + offsets]
+        offsets = torch.arange(total, device=scores.device) - torch.repeat_interleave(
+            counts.cumsum(0) - counts, counts, output_size=total
+        )
+        cols = items[torch.repeat_interleave(start, counts, output_size=total) + offsets]
         scores[row, cols] = float("-inf")
     return scores
 
@@ -255,8 +262,11 @@ def _evaluate(
     if kmax > num_items:
         raise ValueError(f"max cut-off {kmax} exceeds the number of items {num_items}")
     pos_keys = _user_item_keys(pos_rowptr, pos_items, num_items)
-    sums = {f"{m}@{k}": 0.0 for k in ks for m in metrics}
-    kept: dict[str, list[Tensor]] = {name: [] for name in sums}
+    names = [f"{m}@{k}" for k in ks for m in metrics]
+    # Sums stay on the device (float64, the same additions as Python floats): one host
+    # transfer at the end, not one per chunk and metric.
+    sums = torch.zeros(len(names), dtype=torch.float64, device=device)
+    kept: dict[str, list[Tensor]] = {name: [] for name in names}
     for start in range(0, eval_users.numel(), chunk_size):
         users = eval_users[start : start + chunk_size]
         scores = score_fn(users)
@@ -271,16 +281,16 @@ def _evaluate(
         keys = users.unsqueeze(1) * num_items + topk
         idx = torch.searchsorted(pos_keys, keys.reshape(-1)).clamp_(max=pos_keys.numel() - 1)
         hits = (pos_keys[idx] == keys.reshape(-1)).view_as(topk)
-        per_user = ranking_metrics(hits, num_pos_all[users], ks, metrics)
-        for name, values in per_user.items():
-            sums[name] += float(values.sum())
-            if keep:
-                kept[name].append(values.cpu())
+        per_user = ranking_metrics(hits, num_pos_all[users], ks, metrics, check_values=False)
+        sums += torch.stack([per_user[name].sum().to(torch.float64) for name in names])
+        if keep:
+            for name in names:
+                kept[name].append(per_user[name])
     n = eval_users.numel()
-    means = {name: total / n for name, total in sums.items()}
+    means = {name: total / n for name, total in zip(names, sums.tolist(), strict=True)}
     if not keep:
         return PerUserRanking(means, eval_users.new_empty(0), {})
-    values = {name: torch.cat(parts) for name, parts in kept.items()}
+    values = {name: torch.cat(parts).cpu() for name, parts in kept.items()}
     return PerUserRanking(means, eval_users.cpu(), values)
 
 

@@ -32,8 +32,13 @@ def candidate_info_nce_loss(
     reduction: str = "sum",
     normalize: bool = True,
     chunk_size: int | None = None,
+    *,
+    check_values: bool = True,
 ) -> Tensor:
-    r"""InfoNCE of anchors against all candidates; see :class:`CandidateInfoNCE`."""
+    r"""InfoNCE of anchors against all candidates; see :class:`CandidateInfoNCE`.
+
+    ``check_values=False`` skips the range check of ``target`` (it reads the ids: a host
+    synchronisation on an accelerator), for ids a model's training step built itself."""
     temperature = _check_temperature(temperature)
     chunk_size = _check_chunk_size(chunk_size)
     if reduction not in _REDUCTIONS:
@@ -49,7 +54,7 @@ def candidate_info_nce_loss(
     if target.is_floating_point() or target.dtype == torch.bool:
         raise ValueError(f"`target` must hold integer row ids, got dtype {target.dtype}")
     target = target.long()
-    if int(target.min()) < 0 or int(target.max()) >= candidates.size(0):
+    if check_values and (int(target.min()) < 0 or int(target.max()) >= candidates.size(0)):
         raise ValueError(
             f"`target` holds ids outside [0, {candidates.size(0)}) (the candidate rows)"
         )
