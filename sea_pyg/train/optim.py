@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["adam"]
+__all__ = ["adam", "step_unless"]
 
 
 def adam(
@@ -29,3 +29,18 @@ def adam(
     return torch.optim.Adam(
         params, lr=lr, betas=tuple(betas), weight_decay=weight_decay, fused=fused or None
     )
+
+
+def step_unless(optimizer: torch.optim.Optimizer, bad: torch.Tensor) -> None:
+    """``optimizer.step()`` unless the 0-d bool tensor ``bad`` is true (e.g. a non-finite
+    loss), without reading ``bad`` on the host when the optimizer is a fused Adam (as
+    :func:`adam` builds): its ``found_inf`` makes the kernel leave the parameters, the moments
+    and the step count as they are. Other optimizers read the flag (one host round trip)."""
+    if optimizer.defaults.get("fused"):
+        optimizer.found_inf = bad.to(torch.float32)
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif not bool(bad):
+        optimizer.step()

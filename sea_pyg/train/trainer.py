@@ -32,7 +32,7 @@ from sea_pyg.train.checkpoint import (
 from sea_pyg.train.config import TrainConfig
 from sea_pyg.train.distributed import Distributed
 from sea_pyg.train.metrics import PerUserRanking, evaluate_ranking, evaluate_ranking_per_user
-from sea_pyg.train.optim import adam
+from sea_pyg.train.optim import adam, step_unless
 from sea_pyg.train.per_user import data_fingerprint, per_user_csv
 from sea_pyg.train.precision import MixedPrecision
 from sea_pyg.train.resume import differences_message, refused_changes, resume_differences
@@ -181,6 +181,9 @@ class Trainer:
         if self.output_dir is not None:
             check_output_dir(self.output_dir, self.config.resume, self.config.overwrite)
         self.device = self.dist.device
+        #: Check each step's loss on the host (CPU); on accelerators the check stays on the device
+        self.host_checks = self.device.type == "cpu"
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self.model = model.to(self.device)
         self.precision = MixedPrecision(self.config.precision, self.device)
         if self.config.minibatch:  # the model samples each batch's neighbourhood (docs/scale.md)
@@ -301,6 +304,8 @@ class Trainer:
             resumes=self.resumes,
             sampler_rng=self.generator.get_state(),
             torch_rng=torch.get_rng_state(),
+            **({"cuda_rng": torch.cuda.get_rng_state(self.device)}
+               if self.device.type == "cuda" else {}),
         )
 
     def _restore(self, ckpt: dict[str, Any]) -> None:
@@ -314,8 +319,11 @@ class Trainer:
         self.best_test = dict(ckpt["best_test"])
         self.history = list(ckpt["history"])
         self.resumes = list(ckpt.get("resumes", []))
-        self.generator.set_state(ckpt["sampler_rng"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        # RNG states must be CPU byte tensors (a checkpoint loaded onto a GPU moved them there)
+        self.generator.set_state(ckpt["sampler_rng"].cpu())
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
+        if "cuda_rng" in ckpt and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ckpt["cuda_rng"].cpu(), self.device)
         self.finished, self.stop_reason = self._ended(ckpt)
 
     def _ended(self, ckpt: dict[str, Any]) -> tuple[bool, str | None]:
@@ -414,11 +422,20 @@ class Trainer:
         with self.precision.forward(self.model):  # autocast under "bf16" (train/precision.py)
             terms = self.precision.loss_terms(self.model.loss(batch))
             loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            return None
+        if self.host_checks:  # on a CPU a host read costs nothing: stop at once
+            if not torch.isfinite(loss):
+                return None
+            loss.backward()
+            aux = self.auxiliary.step()
+            self.optimizer.step()
+            return terms, aux
+        # on an accelerator, no host read per step: a non-finite batch updates nothing (the
+        # fused Adam's found_inf, the estimators' skip flag) and train_epoch reads the flag once
+        bad = ~torch.isfinite(loss.detach())
+        self._nonfinite = self._nonfinite | bad
         loss.backward()
-        aux = self.auxiliary.step()
-        self.optimizer.step()
+        aux = self.auxiliary.step(skip=bad)
+        step_unless(self.optimizer, bad)
         return terms, aux
 
     def _set_lr(self, epoch: int) -> None:
@@ -446,6 +463,7 @@ class Trainer:
         # floats in this order): no host round trip per step, one at the end of the epoch
         sums: dict[str, torch.Tensor] = {}
         model_terms: set[str] = set()
+        self._nonfinite = self._nonfinite & False
         bar = tqdm(
             batches,
             total=len(batches),
@@ -464,11 +482,13 @@ class Trainer:
                     v = v.detach().to(torch.float64)
                     sums[k] = sums[k] + v if k in sums else v
                 model_terms.update(terms)
-                if self.config.progress:
+                if self.config.progress and self.host_checks:  # no per-step GPU read
                     total = sum(float(terms[k]) for k in terms)
                     bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         finally:
             bar.close()
+        if bool(self._nonfinite):  # accelerators: a non-finite batch was skipped on the device
+            return None
         nb = len(batches)
         return {k: float(v) / nb for k, v in sums.items()}, model_terms
 

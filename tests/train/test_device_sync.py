@@ -372,17 +372,34 @@ def test_evaluation_reads_the_host_once_per_chunk(tiny):
     assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-12 for k in a)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Trainer._train_step checks torch.isfinite(loss) on the host every step (the lead's "
-    "change: a device-side flag, read once per epoch); drop this marker once it is made",
-)
-def test_the_trainer_step_itself_has_no_host_round_trip(tiny):
-    model, trainer = _build("lightgcn", tiny)
+@pytest.mark.parametrize("name", ["lightgcn", "sea"])
+def test_the_trainer_step_itself_has_no_host_round_trip(name, tiny):
+    # the accelerator path (host_checks is False off the CPU), run on the CPU
+    model, trainer = _build(name, tiny)
+    trainer.host_checks = False
     batch = next(iter(trainer.sampler))
     with HostSync() as mode:
         trainer._train_step(batch)
     assert mode.found == []
+
+
+def test_the_device_side_check_skips_a_non_finite_batch_and_stops_the_epoch(tiny):
+    model, trainer = _build("sea", tiny)
+    trainer.host_checks = False
+    before = [p.detach().clone() for p in model.parameters()]
+    real_loss = model.loss
+
+    def nan_loss(batch):
+        terms = real_loss(batch)
+        terms["bpr"] = terms["bpr"] * float("nan")
+        return terms
+
+    model.loss = nan_loss
+    assert trainer.train_epoch(0) is None  # read once, at the end of the epoch
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    model.loss = real_loss
+    assert trainer.train_epoch(1) is not None  # the flag starts clear in the next epoch
+    assert not all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
 
 
 # --------------------------------------------------------------------------- CUDA
@@ -602,13 +619,6 @@ def test_auxiliary_step_skips_on_a_device_flag_without_reading_it(tiny):
 
 
 @needs_cuda
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="Trainer._restore gives the sampler generator and torch.set_rng_state the RNG states "
-    "that load_checkpoint(map_location='cuda') moved to the GPU ('RNG state must be a "
-    "torch.ByteTensor'); the lead's fix: .cpu() on both (and save the CUDA generator state)",
-)
 def test_a_cuda_run_resumes(tiny, tmp_path):
     _, first = _build("lightgcn", tiny, device="cuda", epochs=1, output_dir=str(tmp_path))
     first.fit()
