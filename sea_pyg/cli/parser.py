@@ -125,8 +125,8 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
     o.add_argument(
         "--allow-changes", nargs="+", metavar="NAME",
         help="with --resume: settings that may differ from the checkpoint's (seed lr "
-        "batch_size weight_decay patience valid_metric topk metrics precision model model.<key> "
-        "data)",
+        "lr_schedule batch_size weight_decay patience valid_metric topk metrics precision "
+        "minibatch fanout model model.<key> data)",
     )
     o.add_argument("--checkpoint-every", metavar="N", type=integer(1),
                    help="write the resumable state every N epochs and at the end (default 1)")

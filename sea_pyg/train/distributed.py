@@ -47,7 +47,8 @@ each of their optimizer steps their gradients are reduced with the same weights
 one process when the estimator's inputs are batch means or batch-independent (SEA's: all items).
 
 **Parameters stay identical on every rank**: rank 0's are broadcast when the DDP wrapper is
-built (after any resume), every rank applies the same reduced gradients with the same optimizer,
+built, rank 0's resumed state (a resume) is sent to the others afterwards, every rank
+applies the same reduced gradients with the same optimizer,
 DDP (``find_unused_parameters=True``) copes with parameters a step does not use (a pre-training
 stage, a branch not taken) and leaves the gradient of a parameter unused on every rank untouched
 (``None``: Adam skips it, as in one process). Buffers are not broadcast: every rank rebuilds
