@@ -127,8 +127,7 @@ def roofline_gflops(threads: int, device) -> float:
 
 
 def child(spec: dict) -> None:
-    import sea_pyg  # noqa: F401, I001  (before torch: sea_pyg sets the OpenMP wait policy)
-    import torch  # noqa: I001
+    import torch
 
     torch.set_num_threads(spec["threads"])
     from sea_pyg.data import BPRSampler
@@ -246,8 +245,8 @@ def child(spec: dict) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-#: ``library``: what ``import sea_pyg`` sets (PASSIVE unless the user set a value); ``gomp``:
-#: libgomp's own default (spin a while, then sleep); or forced PASSIVE / ACTIVE.
+#: ``library``: the caller's environment as it is (sea_pyg sets nothing); ``gomp``: libgomp's
+#: own default (spin a while, then sleep); or forced PASSIVE / ACTIVE.
 POLICIES = {"library": None, "gomp": "", "passive": "PASSIVE", "active": "ACTIVE"}
 
 
@@ -270,9 +269,9 @@ def main() -> None:
                    help="after the quiet steps, start N competing busy processes and time the "
                    "same number of steps again")
     p.add_argument("--wait-policy", nargs="+", default=["library"], choices=list(POLICIES),
-                   help="OpenMP wait policy of the child: `library` (what import sea_pyg "
-                   "sets: PASSIVE), `gomp` (libgomp's default: spin, then sleep), or forced "
-                   "passive / active")
+                   help="OpenMP wait policy of the child: `library` (the environment as it "
+                   "is), `gomp` (libgomp's default: spin, then sleep), or forced passive / "
+                   "active")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyper-parameter for every run, e.g. transform_dims=512")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -307,7 +306,6 @@ def main() -> None:
                 "device": args.device, "contention": args.contention, "policy": policy,
                 "flops": args.flops, "precision": prec}
         env = dict(os.environ)
-        env.pop("OMP_WAIT_POLICY", None)
         if POLICIES[policy] is not None:
             env["OMP_WAIT_POLICY"] = POLICIES[policy]
         env["OMP_NUM_THREADS"] = str(args.threads)

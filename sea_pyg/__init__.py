@@ -13,18 +13,8 @@ Saved models: :func:`save_model`, :func:`load_model` (checkpoint + training data
 :func:`recommend` (top-K items per user, seen items masked).
 """
 
-import os as _os
-import sys as _sys
-
-if "torch" not in _sys.modules:
-    # OpenMP threads that spin at every barrier (of many small operators) steal a busy
-    # machine's cores from the thread they wait for: on 2 cores with one competing process a
-    # SEA step took 10-20x its quiet time. Sleeping waiters keep it within a small factor (see
-    # docs/performance.md). Read once, when torch loads OpenMP; a user's own value wins.
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from sea_pyg import data, models, nn, train  # noqa: E402
-from sea_pyg.train import load_model, recommend, save_model  # noqa: E402
+from sea_pyg import data, models, nn, train
+from sea_pyg.train import load_model, recommend, save_model
 
 __version__ = "0.1.0"
 

@@ -8,7 +8,8 @@ optimizers' state in checkpoints.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -121,6 +122,27 @@ class AuxiliaryTraining:
                 fused Adam's ``found_inf``; an optimizer without the fused kernel reads the
                 flag once).
         """
+        with self._one_thread():
+            return self._step(skip)
+
+    @contextmanager
+    def _one_thread(self) -> Iterator[None]:
+        """On the CPU, the inner steps run on one intra-op thread: each of their many small
+        operators would otherwise end at an OpenMP barrier, which on a machine shared with
+        other work waits for a descheduled thread (measured in docs/performance.md)."""
+        before = torch.get_num_threads()
+        on_cpu = any(p.device.type == "cpu" for _, est in self.estimators
+                     for p in est.parameters[:1])
+        if before == 1 or not on_cpu:
+            yield
+            return
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def _step(self, skip: Tensor | None) -> dict[str, Tensor]:
         out: dict[str, Tensor] = {}
         for key, est in self.estimators:
             opt = self.optimizers[key]
