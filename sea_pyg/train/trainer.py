@@ -422,20 +422,20 @@ class Trainer:
         with self.precision.forward(self.model):  # autocast under "bf16" (train/precision.py)
             terms = self.precision.loss_terms(self.model.loss(batch))
             loss = sum(terms.values())
+        bad = None
         if self.host_checks:  # on a CPU a host read costs nothing: stop at once
             if not torch.isfinite(loss):
                 return None
-            loss.backward()
-            aux = self.auxiliary.step()
-            self.optimizer.step()
-            return terms, aux
-        # on an accelerator, no host read per step: a non-finite batch updates nothing (the
-        # fused Adam's found_inf, the estimators' skip flag) and train_epoch reads the flag once
-        bad = ~torch.isfinite(loss.detach())
-        self._nonfinite = self._nonfinite | bad
+        else:  # no host read per step: a non-finite batch updates nothing (the fused Adam's
+            # found_inf, the estimators' skip flag) and train_epoch reads the flag once
+            bad = ~torch.isfinite(loss.detach())
+            self._nonfinite = self._nonfinite | bad
         loss.backward()
         aux = self.auxiliary.step(skip=bad)
-        step_unless(self.optimizer, bad)
+        if bad is None:
+            self.optimizer.step()
+        else:
+            step_unless(self.optimizer, bad)
         return terms, aux
 
     def _set_lr(self, epoch: int) -> None:
