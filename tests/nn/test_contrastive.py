@@ -195,3 +195,66 @@ def test_info_nce_errors():
         InfoNCE(temperature=0)
     with pytest.raises(ValueError, match="same shape"):
         InfoNCE()(torch.randn(3, 2), torch.randn(3, 4))
+
+
+# ------------------------------------------------------------------------------------------
+# Under bfloat16 autocast: the chunked path's products in bfloat16, statistics in float32
+# ------------------------------------------------------------------------------------------
+
+
+class _MmDtypes(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the dtype of the operands of every matrix product."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtypes = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func.overloadpacket in (torch.ops.aten.mm, torch.ops.aten.addmm):
+            self.dtypes.append(args[-1].dtype)
+        return func(*args, **(kwargs or {}))
+
+
+def _views(n=300, d=8, seed=0):
+    """Two correlated views (an informative loss) in float32."""
+    gen = torch.Generator().manual_seed(seed)
+    base = torch.randn(n, d, generator=gen)
+    return (base + 0.5 * torch.randn(n, d, generator=gen),
+            base + 0.5 * torch.randn(n, d, generator=gen))
+
+
+@pytest.mark.parametrize("fn", [solosim_loss, info_nce_loss])
+def test_chunked_bf16_products_float32_statistics(fn):
+    a0, b0 = _views()
+    grads = {}
+    for mode in ("fp32-dense", "bf16-chunked"):
+        a, b = a0.clone().requires_grad_(), b0.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mode == "bf16-chunked"):
+            with _MmDtypes() as seen:
+                loss = fn(a, b, 0.2, chunk_size=64 if mode == "bf16-chunked" else None)
+        loss.backward()
+        assert loss.dtype == torch.float32 and a.grad.dtype == torch.float32
+        grads[mode] = (loss.detach(), a.grad, b.grad)
+        if mode == "bf16-chunked":  # logits, P K and P^T q of every chunk: bfloat16 operands
+            assert seen.dtypes and set(seen.dtypes) == {torch.bfloat16}
+        else:
+            assert torch.bfloat16 not in seen.dtypes
+    (l32, ga32, gb32), (l16, ga16, gb16) = grads["fp32-dense"], grads["bf16-chunked"]
+    # log-sum-exp and positives in float32: the loss keeps ~4 digits, the gradients ~2-3
+    assert l16.item() == pytest.approx(l32.item(), rel=2e-4)
+    assert l16.item() != l32.item()  # it really ran in bfloat16
+    for g16, g32 in ((ga16, ga32), (gb16, gb32)):
+        assert (g16 - g32).norm() / g32.norm() < 1e-2
+
+
+def test_chunked_without_autocast_or_normalisation_is_float32_throughout():
+    a, b = _views(n=50)
+    with _MmDtypes() as seen:
+        chunked = solosim_loss(a, b, chunk_size=16)
+    assert set(seen.dtypes) == {torch.float32}
+    assert chunked.item() == pytest.approx(solosim_loss(a, b).item(), rel=1e-6)
+    # unbounded logits (each row shifted by its maximum): float32 even under autocast
+    with torch.autocast("cpu", dtype=torch.bfloat16), _MmDtypes() as seen:
+        raw = info_nce_loss(a, b, chunk_size=16, normalize=False)
+    assert set(seen.dtypes) == {torch.float32}
+    assert raw.item() == pytest.approx(info_nce_loss(a, b, normalize=False).item(), rel=1e-6)

@@ -296,10 +296,13 @@ def test_losses_are_float32_under_autocast():
         got = bpr_loss(pos, neg, variant="logsigmoid")
         g = torch.Generator().manual_seed(0)
         a, b = torch.randn(8, 4, generator=g), torch.randn(8, 4, generator=g)
-        nce = info_nce_loss(a.to(torch.bfloat16), b.to(torch.bfloat16), chunk_size=3)
+        nce = info_nce_loss(a.to(torch.bfloat16), b.to(torch.bfloat16))  # dense: float32
+        chunked = info_nce_loss(a.to(torch.bfloat16), b.to(torch.bfloat16), chunk_size=3)
     assert got.dtype == torch.float32 and got.item() == pytest.approx(want, rel=1e-6)
-    ref = info_nce_loss(a.to(torch.bfloat16).float(), b.to(torch.bfloat16).float(), chunk_size=3)
+    ref = info_nce_loss(a.to(torch.bfloat16).float(), b.to(torch.bfloat16).float())
     assert nce.dtype == torch.float32 and torch.equal(nce, ref)
+    # the chunked path's products are bfloat16, its statistics float32 (tests/nn/test_contrastive)
+    assert chunked.dtype == torch.float32 and chunked.item() == pytest.approx(ref.item(), rel=1e-2)
 
 
 def test_club_is_fitted_in_float32_on_bf16_pairs():

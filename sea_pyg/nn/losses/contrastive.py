@@ -44,6 +44,14 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
     ``bound = 1 / tau``); the log-sum-exp then uses the fixed shift ``bound``, folded into the
     matrix product as an extra column (no overflow or underflow while ``2 * bound < 80``);
     otherwise each row is shifted by its maximum.
+
+    If ``low`` is given (``torch.bfloat16``; the callers pass it under bfloat16 autocast) and
+    so is ``bound`` (the logits minus the bound lie in ``[-2 bound, 0]``, so the largest terms
+    of the sum are rounded least), the three products per chunk (the logits,
+    :math:`P \mathbf{K}`, :math:`P^\top \mathbf{q}`) take ``low`` operands and the logits
+    buffer is in ``low``; the row sums of the
+    exponentials, the log-sum-exp, the positive logits and both gradient accumulators stay in
+    the inputs' float32.
     """
 
     @staticmethod
@@ -57,6 +65,7 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         chunk_size: int,
         bound: float | None,
         with_grad: bool,
+        low: torch.dtype | None = None,
     ) -> Tensor:
         m, n = q.size(0), k.size(0)
         need_q = with_grad and ctx.needs_input_grad[0]
@@ -67,28 +76,43 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
             kt = torch.cat([k, k.new_ones(n, 1)], dim=1).t()
         else:
             qa, kt = qs, k.t()
+        if bound is None:  # a row maximum rounded to ``low`` would shift the log-sum-exp
+            low = None
+        # ``low``: the three products in that dtype, the softmax statistics in float32
+        dt = q.dtype if low is None else low
+        qa, kt, k_mm = qa.to(dt), kt.to(dt), k.to(dt)
         lse = q.new_empty(m)
-        buf = q.new_empty(min(chunk_size, m), n)
+        buf = q.new_empty(min(chunk_size, m), n, dtype=dt)
         grad_q = q.new_empty(q.shape) if need_q else None
         grad_k = torch.zeros_like(k) if need_k else None
+        if exclude is not None:
+            offsets = torch.arange(buf.size(0), device=q.device) * n
         for start in range(0, m, chunk_size):
             end = min(start + chunk_size, m)
             prob = torch.mm(qa[start:end], kt, out=buf[: end - start])
-            if exclude is not None:
-                prob.scatter_(1, exclude[start:end].unsqueeze(1), float("-inf"))
+            if exclude is not None:  # flat fill: scatter_ of a scalar is slow on bfloat16
+                flat = exclude[start:end] + offsets[: end - start]
+                prob.view(-1).index_fill_(0, flat, float("-inf"))
             if bound is None:
                 shift = prob.amax(dim=1)
                 prob.sub_(shift.unsqueeze(1))
+                shift = shift.to(q.dtype)
             else:
                 shift = bound
-            total = prob.exp_().sum(dim=1)
+            total = prob.exp_().sum(dim=1, dtype=q.dtype)
             lse[start:end] = total.log().add_(shift)
             if need_q or need_k:
                 inv = total.reciprocal_().unsqueeze(1)  # rows of P = prob / total
                 if need_q:
-                    torch.mm(prob, k, out=grad_q[start:end]).mul_(inv)
+                    if low is None:
+                        torch.mm(prob, k, out=grad_q[start:end]).mul_(inv)
+                    else:
+                        grad_q[start:end] = torch.mm(prob, k_mm).float().mul_(inv)
                 if need_k:
-                    grad_k.addmm_(prob.t(), q[start:end] * inv)
+                    if low is None:
+                        grad_k.addmm_(prob.t(), q[start:end] * inv)
+                    else:
+                        grad_k.add_(torch.mm(prob.t(), (q[start:end] * inv).to(dt)))
         pos = (qs * k[target]).sum(dim=1)
         coef = 1.0 / (m * tau)
         if need_q:
@@ -105,8 +129,16 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         return (
             None if grad_q is None else grad_q * grad_out,
             None if grad_k is None else grad_k * grad_out,
-            None, None, None, None, None, None,
+            None, None, None, None, None, None, None,
         )
+
+
+def _low_precision(x: Tensor) -> torch.dtype | None:
+    """``torch.bfloat16`` when bfloat16 autocast is on for ``x``'s device, else ``None``."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
+        return torch.bfloat16
+    return None
 
 
 def _row_cross_entropy(
@@ -117,12 +149,13 @@ def _row_cross_entropy(
     tau: float,
     chunk_size: int | None,
     bounded: bool = False,
+    low: torch.dtype | None = None,
 ) -> Tensor:
     if chunk_size is not None:
         bound = 1.0 / tau if bounded and 2.0 / tau < 80.0 else None
         with_grad = torch.is_grad_enabled() and (q.requires_grad or k.requires_grad)
         return _ChunkedRowCrossEntropy.apply(q, k, target, exclude, tau, chunk_size, bound,
-                                             with_grad)
+                                             with_grad, low)
     logits = (q @ k.T) / tau
     if exclude is not None:
         mask = torch.zeros(logits.shape, dtype=torch.bool, device=logits.device)
@@ -144,7 +177,6 @@ def _pair_inputs(
     return a, b, temperature, chunk_size
 
 
-@full_precision
 def solosim_loss(
     a: Tensor,
     b: Tensor,
@@ -153,9 +185,21 @@ def solosim_loss(
     normalize: bool = True,
 ) -> Tensor:
     r"""One-directional cross-modal InfoNCE from ``a`` to ``b``; see :class:`SoloSimLoss`."""
+    return _solosim(a, b, temperature, chunk_size, normalize, _low_precision(a))
+
+
+@full_precision
+def _solosim(
+    a: Tensor,
+    b: Tensor,
+    temperature: float,
+    chunk_size: int | None,
+    normalize: bool,
+    low: torch.dtype | None,
+) -> Tensor:
     a, b, temperature, chunk_size = _pair_inputs(a, b, temperature, chunk_size, normalize)
     target = torch.arange(a.size(0), device=a.device)
-    return _row_cross_entropy(a, b, target, None, temperature, chunk_size, bounded=normalize)
+    return _row_cross_entropy(a, b, target, None, temperature, chunk_size, normalize, low)
 
 
 class SoloSimLoss(torch.nn.Module):
@@ -172,11 +216,16 @@ class SoloSimLoss(torch.nn.Module):
     ``F.cross_entropy(a_n @ b_n.T / tau, arange(N))``.
 
     With ``chunk_size`` set, the loss is computed ``chunk_size`` rows at a time by a custom
-    autograd function that saves only :math:`\hat{\mathbf{A}}`, :math:`\hat{\mathbf{B}}` and
-    one log-sum-exp per row, and recomputes each chunk's softmax in the backward pass, so at
-    most ``chunk_size`` :math:`\times N` logits exist at any time (forward or backward). Values
-    and gradients equal the dense path up to floating-point summation order; the backward
-    costs one extra :math:`N \times N \times D` matmul. This path is not twice differentiable.
+    autograd function: each chunk's softmax is complete, so its contribution to both gradients
+    is accumulated in the same pass and the backward pass only scales the two saved
+    :math:`(N, D)` gradients; at most ``chunk_size`` :math:`\times N` logits exist at any time.
+    Values and gradients equal the dense path up to floating-point summation order. This path
+    is not twice differentiable.
+
+    Under bfloat16 autocast (``--precision bf16``) the chunked path with ``normalize`` computes
+    its three :math:`N \times N \times D` products in bfloat16 and the softmax statistics (sum
+    of exponentials, log-sum-exp, positive logits) and gradient accumulation in float32; the
+    dense path, ``normalize=False`` and every call without autocast are float32 throughout.
 
     Args:
         temperature: Softmax temperature :math:`\tau > 0`. The official SEA code uses 0.2.
@@ -211,7 +260,6 @@ class SoloSimLoss(torch.nn.Module):
         )
 
 
-@full_precision
 def info_nce_loss(
     a: Tensor,
     b: Tensor,
@@ -221,13 +269,26 @@ def info_nce_loss(
     chunk_size: int | None = None,
 ) -> Tensor:
     r"""NT-Xent with in-modality negatives; see :class:`InfoNCE`."""
+    return _info_nce(a, b, temperature, symmetric, normalize, chunk_size, _low_precision(a))
+
+
+@full_precision
+def _info_nce(
+    a: Tensor,
+    b: Tensor,
+    temperature: float,
+    symmetric: bool,
+    normalize: bool,
+    chunk_size: int | None,
+    low: torch.dtype | None,
+) -> Tensor:
     a, b, temperature, chunk_size = _pair_inputs(a, b, temperature, chunk_size, normalize)
     n = a.size(0)
     z = torch.cat([a, b], dim=0)  # keys: b_0..b_{N-1} follow a_0..a_{N-1}
     rows = torch.arange(2 * n if symmetric else n, device=a.device)
     target = (rows + n) % (2 * n)  # a_i -> b_i, b_i -> a_i
     q = z if symmetric else a
-    return _row_cross_entropy(q, z, target, rows, temperature, chunk_size, bounded=normalize)
+    return _row_cross_entropy(q, z, target, rows, temperature, chunk_size, normalize, low)
 
 
 class InfoNCE(torch.nn.Module):
