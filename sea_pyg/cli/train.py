@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sea_pyg.cli import commands
-from sea_pyg.cli.checks import check_device, check_model_name
+from sea_pyg.cli.checks import check_device, check_knn_backend, check_model_name
 from sea_pyg.cli.checks import check_output_folder as _check_output_folder
 from sea_pyg.cli.config import (
     CONFIG_FILE,
@@ -157,7 +157,8 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     config = _train_config(_config_kwargs(args, spec, overrides, out), flags)
     seed_everything(args.seed)
     try:
-        model, info, _ = build_model(name, data, **hparams)
+        with config.knn_scope():  # the model's k-NN graphs with --knn-backend
+            model, info, _ = build_model(name, data, **hparams)
     except (TypeError, ValueError) as exc:
         words = {**flags, **{k: f"--set {k}" for k in spec.defaults}}
         raise UserError(f"--model {name}: {in_flag_words(str(exc), words)}") from None
@@ -268,6 +269,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     compare = list(dict.fromkeys(m for m in compare if m != args.model))
     if args.device is not None:
         check_device(args.device)
+    check_knn_backend(args.knn_backend)
     if args.minibatch:
         _check_minibatch_models([args.model, *compare], args.fanout)
     training_flags = {k: v for k, v in flags.items() if k not in NOT_SETTINGS + ("set",)}
