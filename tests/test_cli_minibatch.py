@@ -31,6 +31,11 @@ def no_data(monkeypatch):
          "--minibatch: sea cannot train"),
         (["--model", "lightgcn", "--fanout", "10", "10"],
          "fanout (--fanout) is a setting of mini-batch training: add --minibatch"),
+        (["--model", "mf", "--minibatch", "--fanout", "10"],
+         "fanout (--fanout): mf has no neighbourhood to sample (its loss reads only the batch's "
+         "rows); drop --fanout, got [10]"),
+        (["--model", "lightgcn", "--minibatch", "--fanout", "4", "4", "--compare", "vbpr"],
+         "fanout (--fanout): vbpr has no neighbourhood to sample"),
     ],
 )
 def test_errors_before_the_data(no_data, capsys, tmp_path, flags, message):
@@ -40,6 +45,19 @@ def test_errors_before_the_data(no_data, capsys, tmp_path, flags, message):
     assert message in str(exc.value)
     if "cannot train" in message:
         assert "models that can: lightgcn, mf, vbpr (see docs/scale.md)" in str(exc.value)
+
+
+def test_fanout_of_a_model_without_neighbourhood_before_the_data_flags(no_data, tmp_path):
+    """The fan-out is refused before the data flags are even checked (a --data folder that
+    does not exist), so before any data is loaded."""
+    with pytest.raises(CommandError) as exc:
+        main(["train", "--model", "vbpr", "--minibatch", "--fanout", "10", "--data",
+              str(tmp_path / "missing"), "--out", str(tmp_path / "r")])
+    assert "vbpr has no neighbourhood to sample" in str(exc.value)
+    assert "drop --fanout" in str(exc.value)
+    with pytest.raises(CommandError, match="does not exist"):  # the data check comes next
+        main(["train", "--model", "vbpr", "--minibatch", "--data", str(tmp_path / "missing"),
+              "--out", str(tmp_path / "r")])
 
 
 def test_minibatch_run_and_rerun_from_its_config(tmp_path, capsys):

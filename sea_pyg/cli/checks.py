@@ -20,6 +20,7 @@ __all__ = [
     "close_names",
     "check_model_name",
     "check_device",
+    "check_knn_backend",
     "check_output_folder",
 ]
 
@@ -186,3 +187,22 @@ def check_output_folder(path: str | os.PathLike, what: str | None = None) -> Pat
             "choose another folder"
         ) from None
     return path
+
+
+def check_knn_backend(backend: str | None) -> None:
+    """``--knn-backend mips`` / ``approx`` needs faiss: refused without it, naming the install
+    command (``auto`` and ``exact`` need nothing).
+
+    Raises:
+        UserError: faiss cannot be imported.
+    """
+    if backend not in ("mips", "approx"):
+        return
+    from sea_pyg.nn.mips import INSTALL, faiss_available
+
+    if not faiss_available():
+        raise UserError(
+            f"--knn-backend {backend}: searches through PyG's faiss indexes and needs the "
+            f"'faiss' package: {INSTALL}; or use --knn-backend exact (the dense search, the "
+            "default below 500,000 items)"
+        )

@@ -208,6 +208,8 @@ def resolved_config(
                 value = str(Path(value).resolve())
             if field == "minibatch" and not value:
                 value = None  # a full-graph run's config.yaml stays as it was
+            if field == "knn_backend" and value == "auto":
+                value = None  # so does a run with the default k-NN search
         elif dest in ("set", "data", "name", "synthetic", "data_seed", "model", "imports"):
             continue
         else:

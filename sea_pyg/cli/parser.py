@@ -49,6 +49,17 @@ def _add_precision_arg(g) -> None:
     )
 
 
+def _add_knn_backend_arg(g) -> None:
+    g.add_argument(
+        "--knn-backend", choices=["auto", "exact", "mips", "approx"], metavar="BACKEND",
+        help="search behind the item k-NN graphs (freedom, dragon, sea, mgcn, lattice, micro, "
+        "...): auto (default: exact below 500,000 items, approx from there on with faiss), "
+        "exact (dense), mips (exact, PyG's faiss MIPSKNNIndex) or approx (PyG's "
+        "ApproxMIPSKNNIndex, exact re-ranking); mips and approx need pip install "
+        "\"sea_pyg[knn]\" (docs/scale.md)",
+    )
+
+
 def _add_train_parser(sub, epilog: str | None = None) -> None:
     t = sub.add_parser(
         "train",
@@ -103,6 +114,7 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
     g.add_argument("--device", metavar="DEVICE",
                    help="torch device: cpu (default), cuda, cuda:N, mps")
     _add_precision_arg(g)
+    _add_knn_backend_arg(g)
     g.add_argument("--minibatch", action="store_true", default=None,
                    help="train on mini-batches of sampled subgraphs (lightgcn, mf, vbpr; see "
                    "docs/scale.md): memory bounded by the batch and the fan-out")
@@ -126,7 +138,7 @@ def _add_train_parser(sub, epilog: str | None = None) -> None:
         "--allow-changes", nargs="+", metavar="NAME",
         help="with --resume: settings that may differ from the checkpoint's (seed lr "
         "lr_schedule batch_size weight_decay patience valid_metric topk metrics precision "
-        "minibatch fanout model model.<key> data)",
+        "minibatch fanout knn_backend model model.<key> data)",
     )
     o.add_argument("--checkpoint-every", metavar="N", type=integer(1),
                    help="write the resumable state every N epochs and at the end (default 1)")
@@ -243,6 +255,7 @@ def _add_tune_parser(sub) -> None:
                    help="training seed of every trial (default 999)")
     g.add_argument("--device", metavar="DEVICE", help="torch device (default cpu)")
     _add_precision_arg(g)
+    _add_knn_backend_arg(g)
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.add_argument("--quiet", action="store_true", help="no line per finished trial")
     t.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from sea_pyg.cli import commands
-from sea_pyg.cli.checks import check_device, check_model_name
+from sea_pyg.cli.checks import check_device, check_knn_backend, check_model_name
 from sea_pyg.cli.checks import check_output_folder as _check_output_folder
 from sea_pyg.cli.config import (
     CONFIG_FILE,
@@ -157,7 +157,8 @@ def _train_one(args, parser, data, name, hparams, overrides, flags) -> tuple[dic
     config = _train_config(_config_kwargs(args, spec, overrides, out), flags)
     seed_everything(args.seed)
     try:
-        model, info, _ = build_model(name, data, **hparams)
+        with config.knn_scope():  # the model's k-NN graphs with --knn-backend
+            model, info, _ = build_model(name, data, **hparams)
     except (TypeError, ValueError) as exc:
         words = {**flags, **{k: f"--set {k}" for k in spec.defaults}}
         raise UserError(f"--model {name}: {in_flag_words(str(exc), words)}") from None
@@ -223,9 +224,11 @@ def _seeds(args: argparse.Namespace) -> list[int]:
         raise UserError(str(exc).replace("seeds:", "--seeds:", 1)) from None
 
 
-def _check_minibatch_models(names: list[str]) -> None:
-    """--minibatch: every model to train must support it (named in the error otherwise)."""
+def _check_minibatch_models(names: list[str], fanout: list[int] | None = None) -> None:
+    """--minibatch: every model to train must support it (named in the error otherwise), and
+    --fanout must name a model that samples a neighbourhood (``samples_neighbourhood``)."""
     from sea_pyg.models import MODELS
+    from sea_pyg.models.base import no_neighbourhood
 
     def can(spec: Any) -> bool:  # a +sea entry wraps its host in WithSeparateLearning
         return bool(spec.cls.supports_minibatch) and spec.host is None
@@ -238,6 +241,12 @@ def _check_minibatch_models(names: list[str]) -> None:
             "training step needs the whole graph, an item-item graph or all items, e.g. SEA's "
             f"alignment); models that can: {', '.join(able)} (see docs/scale.md)"
         )
+    for name in names:
+        if not MODELS[name].cls.samples_neighbourhood:
+            try:  # the model's own message (set_minibatch would raise it after the data)
+                no_neighbourhood(name, fanout)
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -260,8 +269,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     compare = list(dict.fromkeys(m for m in compare if m != args.model))
     if args.device is not None:
         check_device(args.device)
+    check_knn_backend(args.knn_backend)
     if args.minibatch:
-        _check_minibatch_models([args.model, *compare])
+        _check_minibatch_models([args.model, *compare], args.fanout)
     training_flags = {k: v for k, v in flags.items() if k not in NOT_SETTINGS + ("set",)}
     hparams = check_hparams(args.model, parse_sets(args.set), training_flags)
     seeds = _seeds(args)

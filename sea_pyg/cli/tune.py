@@ -29,7 +29,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sea_pyg.cli.checks import check_device, check_model_name, check_output_folder
+from sea_pyg.cli.checks import (
+    check_device,
+    check_knn_backend,
+    check_model_name,
+    check_output_folder,
+)
 from sea_pyg.cli.errors import UserError, first_line
 from sea_pyg.cli.hparams import check_hparams, parse_sets, plain
 
@@ -60,6 +65,7 @@ TRAIN_FLAGS = (
     "seed",
     "device",
     "precision",
+    "knn_backend",
 )
 #: TrainConfig fields that define a study (a resume must keep them).
 DEFINING = (
@@ -173,6 +179,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"--sampler {sampler} needs --trials N (how many trials to run)")
     if args.device is not None:
         check_device(args.device)
+    check_knn_backend(args.knn_backend)
     kwargs = _train_kwargs(args, spec)
     try:
         config = TrainConfig(**kwargs)
@@ -199,6 +206,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
             # a study's precision is one of its settings; fp32 (the default) is not written,
             # so that studies made before --precision existed resume unchanged
             | ({"precision": config.precision} if config.precision != "fp32" else {})
+            | ({"knn_backend": config.knn_backend} if config.knn_backend != "auto" else {})
         ),
         "data": data,
         "imports": list(args.imports or []),

@@ -124,6 +124,10 @@ class Recommender(nn.Module):
     #: Whether the model can train on mini-batches of sampled subgraphs
     #: (:meth:`set_minibatch`, ``TrainConfig.minibatch``, ``sea-pyg train --minibatch``).
     supports_minibatch: bool = False
+    #: Whether mini-batch training samples a neighbourhood around the batch's rows (and so
+    #: takes a ``fanout``: LightGCN); ``False`` for models whose step reads only the batch's
+    #: rows (MF, VBPR), to which ``sea-pyg train`` refuses ``--fanout`` before loading data.
+    samples_neighbourhood: bool = False
 
     def set_minibatch(self, fanout: Sequence[int] | None = None, chunk_size: int = 4096) -> None:
         """Switch to mini-batch training: :meth:`loss` then reads only the batch's rows (and

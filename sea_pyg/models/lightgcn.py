@@ -59,6 +59,7 @@ class LightGCN(Recommender):
     """
 
     supports_minibatch = True
+    samples_neighbourhood = True
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ results moved back.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import warnings
@@ -48,6 +49,7 @@ __all__ = [
     "build_index",
     "faiss_available",
     "knn_backend",
+    "knn_scope",
     "mips_topk",
     "resolve_backend",
 ]
@@ -194,6 +196,26 @@ def knn_backend(
         yield
     finally:
         _DEFAULT.reset(token)
+
+
+def knn_scope(backend: str, inherit: bool = False) -> contextlib.AbstractContextManager[None]:
+    """The context of a run trained with ``TrainConfig.knn_backend = backend``:
+    :func:`knn_backend` ``(backend)``, except that nothing changes when ``backend`` is
+    ``"auto"`` (the surrounding default holds) or is already the default in force (its
+    :class:`ApproxParams` are kept); with ``inherit``, nothing changes either when a
+    :func:`knn_backend` block other than ``"auto"`` is in force (it wins: :func:`load_model
+    <sea_pyg.train.load_model>` and :func:`recommend <sea_pyg.train.recommend>` rebuild a
+    trained model's graphs with its training backend unless the caller chose one).
+
+    Raises:
+        ValueError: an unknown ``backend``.
+        ImportError: ``"mips"`` / ``"approx"`` without faiss (naming the install command).
+    """
+    backend = _check_backend(backend)
+    current = _DEFAULT.get()[0]
+    if backend == "auto" or current == backend or (inherit and current != "auto"):
+        return contextlib.nullcontext()
+    return knn_backend(backend)
 
 
 def resolve_backend(

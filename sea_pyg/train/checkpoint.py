@@ -66,6 +66,7 @@ from torch_geometric.data import HeteroData
 from sea_pyg.data.mmrec import EDGE_TYPE, item_features
 from sea_pyg.io import atomic_torch_save
 from sea_pyg.models.base import Recommender
+from sea_pyg.nn.mips import knn_scope
 from sea_pyg.train.runfolder import BEST, LAST, RunFolderError, read_committed, run_status
 
 __all__ = [
@@ -256,6 +257,13 @@ def save_model(
 
 
 # ---------------------------------------------------------------------------------- loading
+def knn_backend_of(ckpt: Mapping[str, Any]) -> str:
+    """The ``TrainConfig.knn_backend`` a checkpoint was trained with (``best.pt`` records it,
+    ``last.pt`` in its ``config``); ``"auto"`` when it records none (older files,
+    :func:`save_model` files)."""
+    return str(ckpt.get("knn_backend") or (ckpt.get("config") or {}).get("knn_backend") or "auto")
+
+
 def _upgrade(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     """A checkpoint of an older format version in the current layout."""
     version = ckpt.get("version", 1)
@@ -416,10 +424,16 @@ def load_model(
             (sizes, training edges, item features and id maps, and the tensors rebuilt from
             them). ``False`` loads anyway (the frozen graphs are then those of ``data``).
 
+    The model is built inside the :math:`k`-NN backend it was trained with
+    (``TrainConfig.knn_backend``, recorded in ``best.pt`` and ``last.pt``; ``"auto"`` for
+    files that do not record it), unless a :func:`~sea_pyg.nn.knn_backend` block is in force
+    (it wins); :func:`~sea_pyg.train.recommend` rebuilds LATTICE's and MICRO's graphs with it
+    too.
+
     Returns:
         The model in eval mode; ``model.checkpoint`` holds the checkpoint's ``model_info``,
-        ``dataset`` metadata, path and the run's ``status`` (:func:`run_status`, ``None``
-        outside a run folder).
+        ``dataset`` metadata, path, the run's ``status`` (:func:`run_status`, ``None``
+        outside a run folder) and ``knn_backend``.
 
     Warns:
         UnfinishedRunWarning: the run folder's run is still training or was interrupted (its
@@ -430,6 +444,8 @@ def load_model(
         CheckpointError: the file is damaged, or ``data`` is not the training data (the
             message lists what differs), or the weights do not fit.
         ValueError: the model name is unknown.
+        ImportError: the model was trained with ``knn_backend="mips"`` / ``"approx"`` and
+            faiss is missing (the message names the install command).
     """
     from sea_pyg.models import build_model
 
@@ -445,7 +461,15 @@ def load_model(
                 "split, features, id maps) it was trained on, or pass check_data=False to "
                 "load it anyway"
             )
-    model, _, _ = build_model(info["name"], data, **dict(info.get("hparams", {})))
+    backend = knn_backend_of(ckpt)
+    try:
+        with knn_scope(backend, inherit=True):  # the k-NN graphs the model was trained with
+            model, _, _ = build_model(info["name"], data, **dict(info.get("hparams", {})))
+    except ImportError as exc:
+        raise ImportError(
+            f"{ckpt['path']} was trained with knn_backend={backend!r}: {exc}; or load it inside "
+            "sea_pyg.nn.knn_backend('exact')"
+        ) from None
     load_weights(model, ckpt, check=check_data)
     model = model.to(device).eval()
     folder = Path(ckpt["path"]).parent
@@ -469,6 +493,7 @@ def load_model(
         )
     model.checkpoint = {
         "path": ckpt["path"], "model_info": info, "dataset": saved, "status": status,
+        "knn_backend": backend,
     }
     return model
 

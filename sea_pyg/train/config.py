@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from sea_pyg.nn.mips import knn_scope
 from sea_pyg.train.metrics import METRICS
 from sea_pyg.train.precision import check_precision
 
-__all__ = ["TrainConfig", "RESUME_CHECKED"]
+__all__ = ["TrainConfig", "RESUME_CHECKED", "KNN_BACKENDS"]
 
 #: Settings a resume compares with those the checkpoint was trained with (see
 #: :attr:`TrainConfig.allow_changes`); ``epochs`` is not among them (a resume may raise the cap).
@@ -25,7 +27,10 @@ RESUME_CHECKED = (
     "precision",
     "minibatch",
     "fanout",
+    "knn_backend",
 )
+#: Values of :attr:`TrainConfig.knn_backend` (``--knn-backend``).
+KNN_BACKENDS = ("auto", "exact", "mips", "approx")
 
 
 @dataclass
@@ -83,6 +88,20 @@ class TrainConfig:
         fanout: With ``minibatch``: neighbours sampled per node at each propagation layer
             (``--fanout 10 10``; ``-1``: all of them; ``None``: the model's default, 10 per
             layer for LightGCN). Models without a graph (MF, VBPR) take none.
+        knn_backend: The search behind the models' item :math:`k`-NN graphs
+            (``--knn-backend``; see :mod:`sea_pyg.nn.mips` and ``docs/scale.md``): ``"auto"``
+            (default: the surrounding :func:`~sea_pyg.nn.knn_backend` default, else exact
+            below 500,000 items), ``"exact"`` (dense), ``"mips"`` (exact, PyG's faiss
+            ``MIPSKNNIndex``) or ``"approx"`` (PyG's ``ApproxMIPSKNNIndex``, exact
+            re-ranking). ``"mips"`` / ``"approx"`` need faiss (``pip install
+            "sea_pyg[knn]"``). :meth:`~sea_pyg.train.Trainer.fit` and
+            :meth:`~sea_pyg.train.Trainer.evaluate` run inside :meth:`knn_scope` (graphs that
+            LATTICE and MICRO rebuild while training and evaluating); graphs a model builds in
+            its constructor (FREEDOM, SEA, ...) follow it only when the model is built inside
+            :meth:`knn_scope` too, as ``sea-pyg train``, ``sea-pyg tune``,
+            :func:`~sea_pyg.train.train_seeds` and :func:`~sea_pyg.train.load_model` do.
+            ``best.pt`` records it, and :func:`~sea_pyg.train.load_model` /
+            :func:`~sea_pyg.train.recommend` rebuild the model's graphs with it.
     """
 
     epochs: int = 1000
@@ -107,6 +126,7 @@ class TrainConfig:
     precision: str = "fp32"
     minibatch: bool = False
     fanout: tuple[int, ...] | None = None
+    knn_backend: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -159,6 +179,11 @@ class TrainConfig:
             )
         self.checkpoint_every = int(self.checkpoint_every)
         self.precision = check_precision(self.precision)
+        if self.knn_backend not in KNN_BACKENDS:
+            raise ValueError(
+                f"knn_backend (--knn-backend) must be one of {', '.join(KNN_BACKENDS)}, got "
+                f"{self.knn_backend!r}"
+            )
         if self.epochs < 1:
             raise ValueError(f"TrainConfig.epochs must be >= 1, got {self.epochs}")
         if self.batch_size < 1:
@@ -179,3 +204,17 @@ class TrainConfig:
             self.topk = tuple(sorted({*self.topk, int(k)}))
         if name not in self.metrics:
             self.metrics = (*self.metrics, name)
+
+    def knn_scope(self) -> contextlib.AbstractContextManager[None]:
+        """The context of this run's :math:`k`-NN searches: :func:`~sea_pyg.nn.knn_backend`
+        ``(knn_backend)`` unless it is ``"auto"`` (see :func:`sea_pyg.nn.mips.knn_scope`).
+        Build the model inside it::
+
+            with config.knn_scope():
+                model, info, _ = build_model("freedom", data)
+            Trainer(model, data, config, model_info=info).fit()
+
+        Raises:
+            ImportError: ``"mips"`` / ``"approx"`` without faiss (naming the install command).
+        """
+        return knn_scope(self.knn_backend)

@@ -210,6 +210,10 @@ def recommend(
         index_params: :class:`~sea_pyg.nn.mips.ApproxParams` (or a dict) for ``"approx"``.
         user_chunk: Users scored (or searched) at once.
 
+    A model from :func:`load_model` that rebuilds item graphs to score (LATTICE, MICRO) does
+    so with the :math:`k`-NN backend it was trained with (``model.checkpoint["knn_backend"]``,
+    ``TrainConfig.knn_backend``), unless a :func:`~sea_pyg.nn.knn_backend` block is in force.
+
     Returns:
         A :class:`Recommendations`.
     """
@@ -242,24 +246,15 @@ def recommend(
     kk = min(k, num_items)
     was_training = model.training
     model.eval()
+    # LATTICE and MICRO rebuild their item graphs to score: with the k-NN backend they were
+    # trained with (load_model records it), unless a knn_backend block is in force
+    saved = getattr(model, "checkpoint", None)
+    trained = saved.get("knn_backend", "auto") if isinstance(saved, Mapping) else "auto"
     try:
-        if backend != "exact" and index == "auto" and dot_product_model(model) is None:
-            backend = "exact"
-        if backend == "exact":
-            state = model.scoring_state()
-            parts = [
-                _exact_topk(model, state, chunk, seen, kk) for chunk in users_u.split(user_chunk)
-            ]
-            top_scores = torch.cat([p[0] for p in parts]) if parts else torch.empty(0, kk)
-            top_items = (
-                torch.cat([p[1] for p in parts]) if parts else torch.empty(0, kk, dtype=torch.long)
+        with mips.knn_scope(trained, inherit=True):
+            top_scores, top_items = _top_items(
+                model, users_u, seen, kk, backend, index == "auto", params, user_chunk
             )
-        else:
-            with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", ".*TypedStorage is deprecated.*")
-                top_scores, top_items = _index_topk(
-                    model, users_u, seen, kk, backend, params, user_chunk
-                )
     finally:
         model.train(was_training)
     masked = top_scores == float("-inf")
@@ -271,6 +266,32 @@ def recommend(
         [raw_items[i] if raw_items else str(i) for i in row if i >= 0] for row in top_items.tolist()
     ]
     return Recommendations(index, top_items, top_scores, user_ids, item_ids)
+
+
+def _top_items(
+    model: Recommender,
+    users: Tensor,
+    seen: tuple[Tensor, Tensor] | None,
+    k: int,
+    backend: str,
+    auto: bool,
+    params: mips.ApproxParams,
+    user_chunk: int,
+) -> tuple[Tensor, Tensor]:
+    """``(scores, items)`` ``(len(users), k)`` of :func:`recommend`, by ``backend``
+    (``auto``: ``index="auto"``, so a model that does not score by a dot product is scored
+    exactly)."""
+    if backend != "exact" and auto and dot_product_model(model) is None:
+        backend = "exact"
+    if backend == "exact":
+        state = model.scoring_state()
+        parts = [_exact_topk(model, state, chunk, seen, k) for chunk in users.split(user_chunk)]
+        if not parts:
+            return torch.empty(0, k), torch.empty(0, k, dtype=torch.long)
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*TypedStorage is deprecated.*")
+        return _index_topk(model, users, seen, k, backend, params, user_chunk)
 
 
 def _check_index(index: str) -> str:

@@ -196,8 +196,10 @@ def train_seeds(
     """Trains the same configuration once per seed and summarises the runs.
 
     For each seed: :func:`~sea_pyg.train.seed_everything` (seed), ``build()`` (so the model's
-    initial weights depend on the seed), then a :class:`~sea_pyg.train.Trainer` with ``config``
-    at that seed.
+    initial weights depend on the seed; inside :meth:`TrainConfig.knn_scope
+    <sea_pyg.train.TrainConfig.knn_scope>`, so that its item graphs follow
+    ``config.knn_backend``), then a :class:`~sea_pyg.train.Trainer` with ``config`` at that
+    seed.
 
     Args:
         build: Returns ``(model, model_info)``, e.g.
@@ -228,6 +230,7 @@ def train_seeds(
     for seed, folder in zip(seeds, folders, strict=True):
         cfg = dataclasses.replace(config, seed=seed, output_dir=folder)
         seed_everything(seed)
-        model, info = build()
+        with cfg.knn_scope():  # the model's k-NN graphs with config.knn_backend
+            model, info = build()
         results.append(Trainer(model, data, cfg, model_info=dict(info)).fit())
     return SeedRuns(tuple(seeds), tuple(results), seed_summary(results), tuple(folders))

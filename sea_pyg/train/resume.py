@@ -6,9 +6,12 @@ trained as the first ones were, or ``results.json`` would describe one run made 
 
 * the model (registry name) and each hyper-parameter (``"model"``, ``"model.<name>"``),
 * the training settings of :data:`~sea_pyg.train.config.RESUME_CHECKED` (seed, lr, batch size,
-  weight decay, patience, valid metric, cut-offs, metrics),
+  weight decay, patience, valid metric, cut-offs, metrics, precision, mini-batch settings,
+  k-NN backend),
 * the data (``"data"``): sizes, fingerprints of the training, validation and test edges and of
-  the item features, the id maps, and the frozen tensors the model rebuilds from them,
+  the item features, the id maps, and the frozen tensors the model rebuilds from them (when
+  the k-NN backend differs too, a difference of those tensors is reported under
+  ``"knn_backend"``: the other search explains it),
 
 and the trainer refuses any difference that :attr:`TrainConfig.allow_changes
 <sea_pyg.train.TrainConfig>` does not name (``--allow-changes``). The epoch cap is not compared:
@@ -69,7 +72,9 @@ def resume_differences(
     data = data_differences(ckpt.get("dataset") or {}, dataset)
     rebuilt = ckpt.get("rebuilt") or {}
     moved = [k for k, sha in rebuilt.items() if k in frozen and frozen[k] != sha]
-    if moved:
+    if moved and "knn_backend" in out:  # another k-NN search built other graphs
+        out["knn_backend"] += f" (the rebuilt tensors {', '.join(moved)} differ with it)"
+    elif moved:
         data.append(f"tensors the model rebuilds from the data ({', '.join(moved)})")
     if data:
         out["data"] = "; ".join(data)

@@ -267,7 +267,7 @@ class Trainer:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.no_grad():
+            with torch.no_grad(), self.config.knn_scope():  # LATTICE/MICRO rebuild graphs
                 state = self.model.scoring_state()
                 return evaluate(
                     lambda users: self.model.score(users, state),
@@ -578,9 +578,7 @@ class Trainer:
             "best_valid": self.best_valid,
             "test": self.best_test,
             "train_seconds_per_epoch": float(np.mean(train_times)) if train_times else None,
-            "eval_seconds_per_epoch": (
-                float(np.mean(eval_times)) if eval_times else None
-            ),
+            "eval_seconds_per_epoch": float(np.mean(eval_times)) if eval_times else None,
             "threads": torch.get_num_threads(),
             **self.dist.describe(self.config.batch_size),
             "resumes": self.resumes,
@@ -617,7 +615,8 @@ class Trainer:
             if self._folder is not None:
                 for name, text in self.run_files.items():
                     self._folder.write_text(name, text)
-            return self._train()
+            with cfg.knn_scope():  # the k-NN searches of training (TrainConfig.knn_backend)
+                return self._train()
         except BaseException:
             if self._folder is not None:
                 self._folder.mark_interrupted()
@@ -686,7 +685,7 @@ class Trainer:
             # committed now, or kept (copied) until the next commit
             self._best_payload = model_payload(
                 self.model, self.model_info, self.dataset_meta,
-                copy=not (commit or ending),
+                copy=not (commit or ending), knn_backend=cfg.knn_backend,
                 epoch=record["epoch"], valid=record["valid"], test=self.best_test,
             )
         if commit:

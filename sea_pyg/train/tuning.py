@@ -461,7 +461,8 @@ class TrialRunner:
         space: The search space.
         build: ``build(hparams) -> (model, model_info)``: the model for the trial's model
             hyper-parameters (the caller's registry lookup; ``train/`` knows no model list).
-            Called after :func:`~sea_pyg.train.seed_everything` with the training seed.
+            Called after :func:`~sea_pyg.train.seed_everything` with the training seed, inside
+            :meth:`TrainConfig.knn_scope <sea_pyg.train.TrainConfig.knn_scope>`.
         train_config: :class:`TrainConfig` arguments shared by all trials (the trial's
             :data:`~sea_pyg.train.search_space.TUNABLE_TRAINING` values override them).
         study_dir: The study folder (trial run folders go to ``study_dir/trials``).
@@ -506,7 +507,8 @@ class TrialRunner:
             }
         )
         seed_everything(config.seed)
-        model, info = self.build(hparams)
+        with config.knn_scope():  # the model's k-NN graphs with config.knn_backend
+            model, info = self.build(hparams)
         files = self.run_files(info, config) if self.run_files else None
         metric = self.valid_metric
         reported: set[int] = set()

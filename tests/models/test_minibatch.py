@@ -105,6 +105,25 @@ def test_set_minibatch_errors(tiny_data):
         TrainConfig(fanout=(10, 10))
 
 
+def test_samples_neighbourhood_says_who_takes_a_fanout(tiny_data):
+    """``samples_neighbourhood`` (what ``sea-pyg train`` checks before loading data) agrees
+    with what each mini-batch model's ``set_minibatch`` accepts."""
+    from sea_pyg.models import MODELS
+
+    able = {n: s.cls for n, s in MODELS.items() if s.cls.supports_minibatch and s.host is None}
+    assert {n for n, c in able.items() if c.samples_neighbourhood} == {"lightgcn"}
+    assert not any(s.cls.samples_neighbourhood for s in MODELS.values()
+                   if not s.cls.supports_minibatch)
+    for name, cls in able.items():
+        model, _, _ = build_model(name, tiny_data)
+        fanout = [10] * getattr(model, "num_layers", 1)
+        if cls.samples_neighbourhood:
+            model.set_minibatch(fanout)
+        else:
+            with pytest.raises(ValueError, match=f"{name} has no neighbourhood to sample"):
+                model.set_minibatch(fanout)
+
+
 def _fit(data, name, out=None, epochs=3, **kw):
     seed_everything(0)
     model, info, _ = build_model(name, data, embedding_dim=16)
