@@ -245,9 +245,17 @@ def child(spec: dict) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-#: ``library``: the caller's environment as it is (sea_pyg sets nothing); ``gomp``: libgomp's
-#: own default (spin a while, then sleep); or forced PASSIVE / ACTIVE.
-POLICIES = {"library": None, "gomp": "", "passive": "PASSIVE", "active": "ACTIVE"}
+#: Environment of the child per wait policy (``None``: the variable removed). ``library``: the
+#: caller's environment as it is (sea_pyg sets nothing); ``gomp``: libgomp's own default (spin
+#: a while, then sleep); forced PASSIVE / ACTIVE; ``spin300``: libgomp's spin shortened to 300
+#: iterations before a waiting thread sleeps (``GOMP_SPINCOUNT=300``).
+POLICIES: dict[str, dict[str, str | None]] = {
+    "library": {},
+    "gomp": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
+    "passive": {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": None},
+    "active": {"OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": None},
+    "spin300": {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "300"},
+}
 
 
 def main() -> None:
@@ -270,8 +278,8 @@ def main() -> None:
                    "same number of steps again")
     p.add_argument("--wait-policy", nargs="+", default=["library"], choices=list(POLICIES),
                    help="OpenMP wait policy of the child: `library` (the environment as it "
-                   "is), `gomp` (libgomp's default: spin, then sleep), or forced passive / "
-                   "active")
+                   "is), `gomp` (libgomp's default: spin, then sleep), forced passive / "
+                   "active, or `spin300` (GOMP_SPINCOUNT=300: a short spin, then sleep)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyper-parameter for every run, e.g. transform_dims=512")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -306,8 +314,11 @@ def main() -> None:
                 "device": args.device, "contention": args.contention, "policy": policy,
                 "flops": args.flops, "precision": prec}
         env = dict(os.environ)
-        if POLICIES[policy] is not None:
-            env["OMP_WAIT_POLICY"] = POLICIES[policy]
+        for var, value in POLICIES[policy].items():
+            if value is None:
+                env.pop(var, None)
+            else:
+                env[var] = value
         env["OMP_NUM_THREADS"] = str(args.threads)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
