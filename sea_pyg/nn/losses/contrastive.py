@@ -83,6 +83,8 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         qa, kt, k_mm = qa.to(dt), kt.to(dt), k.to(dt)
         lse = q.new_empty(m)
         buf = q.new_empty(min(chunk_size, m), n, dtype=dt)
+        # the float32 copy a ``low`` chunk is summed in (one buffer, not one per chunk)
+        sum_buf = None if low is None else q.new_empty(buf.shape)
         grad_q = q.new_empty(q.shape) if need_q else None
         grad_k = torch.zeros_like(k) if need_k else None
         if exclude is not None:
@@ -99,7 +101,8 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
                 shift = shift.to(q.dtype)
             else:
                 shift = bound
-            total = prob.exp_().sum(dim=1, dtype=q.dtype)
+            prob.exp_()
+            total = (prob if sum_buf is None else sum_buf[: end - start].copy_(prob)).sum(dim=1)
             lse[start:end] = total.log().add_(shift)
             if need_q or need_k:
                 inv = total.reciprocal_().unsqueeze(1)  # rows of P = prob / total
