@@ -16,6 +16,13 @@ Usage::
     python benchmarks/bench_sea.py                       # sea, sea-b at baby (+ naive sea)
     python benchmarks/bench_sea.py --variants sea sea-reference sea-b sea-c sea-d \\
         sea-noalign sea-nodist sea-noboth --scales baby sports clothing --naive
+
+On a shared machine one run varies by 10-30 %: ``--repeat N`` takes every configuration N
+times, round-robin (so a slow hour slows all of them alike), and adds a table of each
+configuration's step times and their medians. ``--code LABEL=DIR`` (repeatable) runs the
+children with ``PYTHONPATH=DIR``, i.e. on another checkout of the library (e.g. a ``git
+worktree`` of the commit before a change), for a before/after comparison in one command; the
+current code is ``--code this=``. The other checkout must offer the APIs the child uses.
 """
 
 from __future__ import annotations
@@ -280,6 +287,11 @@ def main() -> None:
                    help="OpenMP wait policy of the child: `library` (the environment as it "
                    "is), `gomp` (libgomp's default: spin, then sleep), forced passive / "
                    "active, or `spin300` (GOMP_SPINCOUNT=300: a short spin, then sleep)")
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="run every configuration N times, round-robin, and print the medians")
+    p.add_argument("--code", action="append", default=[], metavar="LABEL=DIR",
+                   help="also run on the library checkout in DIR (PYTHONPATH=DIR), labelled "
+                   "LABEL; `this=` is the current code (the default when --code is not given)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="model hyper-parameter for every run, e.g. transform_dims=512")
     p.add_argument("--child", help=argparse.SUPPRESS)
@@ -295,6 +307,18 @@ def main() -> None:
         except json.JSONDecodeError:
             sets[k] = v
 
+    if args.repeat < 1:
+        p.error(f"--repeat must be at least 1, got {args.repeat}")
+    codes: list[tuple[str, str]] = []
+    for item in args.code or ["this="]:
+        label, sep, folder = item.partition("=")
+        if not sep or not label:
+            p.error(f"--code takes LABEL=DIR (DIR empty for the current code), got {item!r}")
+        if folder and not os.path.isdir(os.path.join(folder, "sea_pyg")):
+            p.error(f"--code {item}: {folder} has no sea_pyg package (a checkout of this "
+                    "repository, e.g. made with `git worktree add`)")
+        codes.append((label, folder))
+
     import torch
 
     for scale in args.scales:  # generate/cache the datasets outside the timed children
@@ -308,7 +332,8 @@ def main() -> None:
           + (f", then {args.contention} competing busy process(es)" if args.contention else ""),
           flush=True)
     results = []
-    for variant, scale, fused, policy, prec in runs:
+    rounds = [(rep, code, run) for rep in range(args.repeat) for code in codes for run in runs]
+    for rep, (label, folder), (variant, scale, fused, policy, prec) in rounds:
         spec = {"variant": variant, "scale": scale, "fused": fused, "batches": args.batches,
                 "threads": args.threads, "full": args.full_epoch, "sets": sets,
                 "device": args.device, "contention": args.contention, "policy": policy,
@@ -320,6 +345,9 @@ def main() -> None:
             else:
                 env[var] = value
         env["OMP_NUM_THREADS"] = str(args.threads)
+        if folder:
+            env["PYTHONPATH"] = os.pathsep.join(
+                [os.path.abspath(folder)] + [x for x in [env.get("PYTHONPATH")] if x])
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                               capture_output=True, text=True, env=env)
@@ -328,12 +356,42 @@ def main() -> None:
             print(f"  {variant} {scale} fused={fused}: FAILED\n{proc.stderr[-2000:]}", flush=True)
             continue
         r = json.loads(line[0][7:])
+        r["code"], r["round"] = label, rep + 1
         results.append(r)
-        print(f"  {variant:12s} {scale:10s} {'fused' if fused else 'naive'} {policy:8s} {prec}: "
+        print(f"  {variant:12s} {scale:10s} {'fused' if fused else 'naive'} {policy:8s} {prec} "
+              f"[{label} #{rep + 1}]: "
               f"{r['step_s']:.3f} s/step, {r['peak_rss_mb']:.0f} MB "
               f"({time.perf_counter() - t0:.0f} s)", flush=True)
     if results:
         report(results, args)
+        if args.repeat > 1 or len(codes) > 1:
+            report_repeats(results, args)
+
+
+def report_repeats(results: list[dict], args: argparse.Namespace) -> None:
+    """Per configuration (and code): every run's step time, their median, and the medians of
+    the forward pass and, with ``--contention``, of the busy / quiet ratio."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in results:
+        key = (r["code"], r["variant"], r["scale"], r["fused"], r["precision"], r["policy"])
+        groups.setdefault(key, []).append(r)
+    print("\nRepeated runs (round-robin; medians over the runs)\n")
+    head = ("| code | variant | scale | transform | precision | wait policy | runs | "
+            "s/step (each run) | median s/step | median fwd |")
+    if args.contention:
+        head += " median busy / quiet |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for (code, variant, scale, fused, prec, policy), rows in groups.items():
+        steps = [r["step_s"] for r in rows]
+        line = (f"| {code} | {variant} | {scale} | {'fused' if fused else 'naive'} | {prec} | "
+                f"{policy} | {len(rows)} | {', '.join(f'{x:.3f}' for x in steps)} | "
+                f"{statistics.median(steps):.3f} | "
+                f"{statistics.median(r['fwd_s'] for r in rows):.3f} |")
+        if args.contention:
+            ratios = [r["busy_step_s"] / r["step_s"] for r in rows if "busy_step_s" in r]
+            line += f" {statistics.median(ratios):.2f}x |" if ratios else " - |"
+        print(line)
 
 
 def report(results: list[dict], args: argparse.Namespace) -> None:
@@ -349,7 +407,8 @@ def report(results: list[dict], args: argparse.Namespace) -> None:
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
     for r in results:
-        row = (f"| {r['variant']} | {r['scale']} | {r['items']} | "
+        name = r["variant"] + (f" [{r['code']}]" if r.get("code", "this") != "this" else "")
+        row = (f"| {name} | {r['scale']} | {r['items']} | "
                f"{'fused' if r['fused'] else 'naive'} | {r['precision']} | {r['policy']} | "
                f"{f(r, 'step_s')} | "
                f"{f(r, 'fwd_s')} | {f(r, 'bwd_s')} | {f(r, 'club_s')} | {f(r, 'opt_s')} | "
