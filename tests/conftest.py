@@ -47,3 +47,33 @@ def popularity_scores(data):
     train = data["user", "rates", "item"].edge_index
     pop = torch.bincount(train[1], minlength=data["item"].num_nodes).float()
     return lambda users: pop.expand(users.numel(), -1).clone()
+
+
+@pytest.fixture
+def no_data(monkeypatch):
+    """Fails the test if a CLI command gets as far as loading data (errors that must come
+    first)."""
+    from sea_pyg.cli import commands
+
+    def load_data(args):
+        raise AssertionError("the data was loaded before the error")
+
+    monkeypatch.setattr(commands, "load_data", load_data)
+
+
+@pytest.fixture
+def knn_searches(monkeypatch):
+    """The backend every item k-NN search resolved to, in order: every search of the item
+    graphs (and ``recommend``'s own) asks ``mips.resolve_backend``, whatever it resolves to."""
+    from sea_pyg.nn import mips
+
+    seen = []
+    resolve = mips.resolve_backend
+
+    def spy(backend, num_items, params=None):
+        out = resolve(backend, num_items, params)
+        seen.append(out[0])
+        return out
+
+    monkeypatch.setattr(mips, "resolve_backend", spy)
+    return seen

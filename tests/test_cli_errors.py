@@ -19,17 +19,6 @@ from sea_pyg.train import TrainConfig
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def no_data(monkeypatch):
-    """Fails the test if the command gets as far as loading data."""
-    from sea_pyg.cli import commands
-
-    def load_data(args):
-        raise AssertionError("the data was loaded before the error")
-
-    monkeypatch.setattr(commands, "load_data", load_data)
-
-
 def _error(argv, capsys) -> str:
     """The one stderr line of a failing ``main(argv)``; checks status 2 and the exception."""
     with pytest.raises(CommandError) as exc:

@@ -24,46 +24,20 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
 
 
-@pytest.fixture
-def searches(monkeypatch):
-    """The backend every k-NN search resolved to: every search of the item graphs (and
-    ``recommend``'s own) asks ``mips.resolve_backend``, whatever it resolves to."""
-    seen = []
-    resolve = mips.resolve_backend
-
-    def spy(backend, num_items, params=None):
-        out = resolve(backend, num_items, params)
-        seen.append(out[0])
-        return out
-
-    monkeypatch.setattr(mips, "resolve_backend", spy)
-    return seen
-
-
-@pytest.fixture
-def no_data(monkeypatch):
-    from sea_pyg.cli import commands
-
-    def load_data(args):
-        raise AssertionError("the data was loaded before the error")
-
-    monkeypatch.setattr(commands, "load_data", load_data)
-
-
 def _train(out, *flags):
     return main(
         ["train", "--synthetic", "tiny", "--epochs", "1", "--out", str(out), *QUIET, *flags]
     )
 
 
-def test_freedom_through_mips_is_the_exact_run(tmp_path, searches):
+def test_freedom_through_mips_is_the_exact_run(tmp_path, knn_searches):
     """mips is an exact search: the same graph, hence the same run, weights and metrics."""
     pytest.importorskip("faiss")
     assert _train(tmp_path / "exact", "--model", "freedom", "--knn-backend", "exact") == 0
-    assert searches == ["exact", "exact"]  # one graph per modality, in the constructor
-    searches.clear()
+    assert knn_searches == ["exact", "exact"]  # one graph per modality, in the constructor
+    knn_searches.clear()
     assert _train(tmp_path / "mips", "--model", "freedom", "--knn-backend", "mips") == 0
-    assert searches == ["mips", "mips"]
+    assert knn_searches == ["mips", "mips"]
     a = json.loads((tmp_path / "exact" / "results.json").read_text())
     b = json.loads((tmp_path / "mips" / "results.json").read_text())
     assert a["config"]["knn_backend"] == "exact" and b["config"]["knn_backend"] == "mips"
@@ -81,7 +55,7 @@ def test_freedom_through_mips_is_the_exact_run(tmp_path, searches):
     cfg = yaml.safe_load((tmp_path / "mips" / "config.yaml").read_text())
     assert cfg["knn_backend"] == "mips"
     # config.yaml reruns it with the same backend
-    searches.clear()
+    knn_searches.clear()
     assert (
         main(
             [
@@ -95,20 +69,20 @@ def test_freedom_through_mips_is_the_exact_run(tmp_path, searches):
         )
         == 0
     )
-    assert searches == ["mips", "mips"]
+    assert knn_searches == ["mips", "mips"]
     again = json.loads((tmp_path / "again" / "results.json").read_text())
     assert again["config"]["knn_backend"] == "mips" and again["test"] == b["test"]
 
 
-def test_default_run_records_auto_and_writes_no_key(tmp_path, searches):
+def test_default_run_records_auto_and_writes_no_key(tmp_path, knn_searches):
     assert _train(tmp_path / "r", "--model", "mf") == 0
     res = json.loads((tmp_path / "r" / "results.json").read_text())
     assert res["config"]["knn_backend"] == "auto"
     assert "knn_backend" not in yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
-    assert searches == []
+    assert knn_searches == []
 
 
-def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, searches, capsys):
+def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, knn_searches, capsys):
     """LATTICE builds its initial graphs in its constructor and rebuilds its learned graph at
     each epoch's first batch and at each evaluation: all through the chosen backend, again
     after ``--resume`` and in ``sea-pyg recommend``; another backend is another run."""
@@ -117,8 +91,8 @@ def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, searches,
     flags = ["--model", "lattice", "--knn-backend", "mips"]
     assert _train(out, *flags) == 0
     # constructor, the epoch's training build, validation, test: one search per modality each
-    assert searches == ["mips"] * 8
-    searches.clear()
+    assert knn_searches == ["mips"] * 8
+    knn_searches.clear()
     argv = [
         "train",
         "--synthetic",
@@ -132,7 +106,7 @@ def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, searches,
         "2",
     ]
     assert main(argv) == 0
-    assert len(searches) >= 6 and set(searches) == {"mips"}  # constructor, step, validation
+    assert len(knn_searches) >= 6 and set(knn_searches) == {"mips"}  # constructor, step, validation
     res = json.loads((out / "results.json").read_text())
     assert res["epochs_run"] == 2 and res["config"]["knn_backend"] == "mips"
     assert res["resumes"] == [{"epoch": 1, "changes": {"epochs": "1 -> 2"}}]
@@ -162,16 +136,16 @@ def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, searches,
     assert "--allow-changes knn_backend" in message
     assert (out / "results.json").read_text() == before
     # ... unless accepted, and recorded
-    searches.clear()
+    knn_searches.clear()
     assert main([*argv, "--allow-changes", "knn_backend"]) == 0
-    assert len(searches) >= 6 and set(searches) == {"exact"}  # exact from now on
+    assert len(knn_searches) >= 6 and set(knn_searches) == {"exact"}  # exact from now on
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["knn_backend"] == "exact" and res["epochs_run"] == 3
     assert res["resumes"][-1]["changes"]["knn_backend"].startswith("'mips' -> 'exact'")
 
     # recommend rebuilds LATTICE's graph with the backend best.pt records
     best = torch.load(out / "best.pt", weights_only=True)
-    searches.clear()
+    knn_searches.clear()
     capsys.readouterr()
     assert (
         main(
@@ -182,28 +156,28 @@ def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, searches,
     # load_model's constructor, recommend's own search (--index auto: exact at this size,
     # resolved before the model's scope), LATTICE's graph rebuilt to score
     b = best["knn_backend"]
-    assert searches == [b, b, "exact", b, b]
+    assert knn_searches == [b, b, "exact", b, b]
 
 
-def test_load_model_and_recommend_follow_the_training_backend(tmp_path, searches, tiny_data):
+def test_load_model_and_recommend_follow_the_training_backend(tmp_path, knn_searches, tiny_data):
     pytest.importorskip("faiss")
     from sea_pyg.nn import knn_backend
     from sea_pyg.train import load_model, recommend
 
     out = tmp_path / "r"
     assert _train(out, "--model", "lattice", "--knn-backend", "mips") == 0
-    searches.clear()
+    knn_searches.clear()
     model = load_model(out, tiny_data)
     assert model.checkpoint["knn_backend"] == "mips"
-    assert searches == ["mips", "mips"]  # the constructor's initial graphs, one per modality
-    searches.clear()
+    assert knn_searches == ["mips", "mips"]  # the constructor's initial graphs, one per modality
+    knn_searches.clear()
     exact = recommend(model, tiny_data, torch.arange(5), k=5, index="exact")
-    assert searches == ["exact", "mips", "mips"]  # the index="exact" search, LATTICE's graph
-    searches.clear()
+    assert knn_searches == ["exact", "mips", "mips"]  # the index="exact" search, LATTICE's graph
+    knn_searches.clear()
     with knn_backend("exact"):  # a block in force wins
         again = load_model(out, tiny_data)
         same = recommend(again, tiny_data, torch.arange(5), k=5, index="exact")
-    assert searches == ["exact"] * 5
+    assert knn_searches == ["exact"] * 5
     assert torch.equal(exact.items, same.items)
 
 
@@ -236,7 +210,7 @@ def test_bad_value_in_a_config_file(no_data, tmp_path):
         main(["train", "--config", str(cfg), "--out", str(tmp_path / "r")])
 
 
-def test_tune_forwards_the_backend(tmp_path, searches, capsys, monkeypatch):
+def test_tune_forwards_the_backend(tmp_path, knn_searches, capsys, monkeypatch):
     pytest.importorskip("faiss")
     pytest.importorskip("optuna")
     space = tmp_path / "space.yaml"
@@ -258,7 +232,7 @@ def test_tune_forwards_the_backend(tmp_path, searches, capsys, monkeypatch):
         "--no-progress",
     ]
     assert main([*base, "--knn-backend", "mips"]) == 0
-    assert searches and set(searches) == {"mips"}
+    assert knn_searches and set(knn_searches) == {"mips"}
     (trial,) = (study / "trials").iterdir()
     res = json.loads((trial / "results.json").read_text())
     assert res["config"]["knn_backend"] == "mips"

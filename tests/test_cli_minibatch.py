@@ -10,16 +10,6 @@ from sea_pyg.cli import CommandError, main
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture
-def no_data(monkeypatch):
-    from sea_pyg.cli import commands
-
-    def load_data(args):
-        raise AssertionError("the data was loaded before the error")
-
-    monkeypatch.setattr(commands, "load_data", load_data)
-
-
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

@@ -99,24 +99,11 @@ def test_checkpoint_records():
     assert knn_backend_of({"model": {}}) == "auto"  # save_model, older files
 
 
-def _spy(monkeypatch):
-    seen = []
-    resolve = mips.resolve_backend
-
-    def spy(backend, num_items, params=None):
-        out = resolve(backend, num_items, params)
-        seen.append(out[0])
-        return out
-
-    monkeypatch.setattr(mips, "resolve_backend", spy)
-    return seen
-
-
-def test_trainer_fit_and_evaluate_search_with_the_backend(tiny_data, monkeypatch):
+def test_trainer_fit_and_evaluate_search_with_the_backend(tiny_data, knn_searches):
     """LATTICE rebuilds its item graph at each epoch's first batch and at each evaluation;
     the trainer runs them inside the backend (the model was built outside it here: its
     constructor's two searches used the default)."""
-    seen = _spy(monkeypatch)
+    seen = knn_searches
     torch.manual_seed(0)
     model, info, _ = build_model("lattice", tiny_data)
     assert seen == ["exact", "exact"]
