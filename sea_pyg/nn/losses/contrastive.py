@@ -74,10 +74,8 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
         if bound is not None:  # [q / tau, -bound] @ [k, 1]^T = logits - bound
             qa = torch.cat([qs, qs.new_full((m, 1), -bound)], dim=1)
             kt = torch.cat([k, k.new_ones(n, 1)], dim=1).t()
-        else:
-            qa, kt = qs, k.t()
-        if bound is None:  # a row maximum rounded to ``low`` would shift the log-sum-exp
-            low = None
+        else:  # float32: a row maximum rounded to ``low`` would shift the log-sum-exp
+            qa, kt, low = qs, k.t(), None
         # ``low``: the three products in that dtype, the softmax statistics in float32
         dt = q.dtype if low is None else low
         qa, kt, k_mm = qa.to(dt), kt.to(dt), k.to(dt)
@@ -98,7 +96,6 @@ class _ChunkedRowCrossEntropy(torch.autograd.Function):
             if bound is None:
                 shift = prob.amax(dim=1)
                 prob.sub_(shift.unsqueeze(1))
-                shift = shift.to(q.dtype)
             else:
                 shift = bound
             prob.exp_()
