@@ -230,7 +230,11 @@ def test_two_worker_processes_share_the_study(tmp_path, monkeypatch):
     folder = tmp_path / "study"
     assert main([*BASE, "--space", space, "--study", str(folder), "--workers", "2", "--quiet"]) == 0
     loaded = optuna.load_study(study_name="sea-pyg", storage=f"sqlite:///{folder / 'study.db'}")
-    trials = loaded.get_trials()
+    # Optuna's grid sampler may hand the last free point to both workers at once: the later
+    # trial is then pruned as a duplicate (tuning.grid_point_owner), never trained twice
+    dups = [t for t in loaded.get_trials() if "duplicate_of" in t.user_attrs]
+    assert all(t.state.name == "PRUNED" for t in dups) and len(dups) <= 1
+    trials = [t for t in loaded.get_trials() if "duplicate_of" not in t.user_attrs]
     assert [t.state.name for t in trials] == ["COMPLETE"] * 4
     assert sorted(t.params["reg_weight"] for t in trials) == [1e-4, 1e-3, 1e-2, 1e-1]
     pids = {t.user_attrs["worker"]["pid"] for t in trials}
