@@ -123,10 +123,16 @@ class TorchNeighborSampler(BaseSampler):
     ) -> None:
         num_nodes = int(data.num_nodes)
         src, dst = data.edge_index.detach().cpu().long()
-        dst_sorted, perm = torch.sort(dst, stable=True)
-        self.perm = perm
-        self.row = src[perm].contiguous()
-        counts = torch.bincount(dst_sorted, minlength=num_nodes)
+        if dst.numel() < 2 or bool((dst[1:] >= dst[:-1]).all()):
+            # already destination-sorted (e.g. sampling_graph's): the CSC is the input, shared,
+            # not copied, and edge positions are the input edge ids (no permutation)
+            self.perm = None
+            self.row = src.contiguous()
+        else:
+            dst, perm = torch.sort(dst, stable=True)
+            self.perm = perm
+            self.row = src[perm].contiguous()
+        counts = torch.bincount(dst, minlength=num_nodes)
         self.colptr = torch.zeros(num_nodes + 1, dtype=torch.long)
         torch.cumsum(counts, 0, out=self.colptr[1:])
         self.num_nodes = num_nodes
@@ -140,8 +146,9 @@ class TorchNeighborSampler(BaseSampler):
         self.generator = generator
 
     @property
-    def edge_permutation(self) -> Tensor:
-        """``(E,)``: input edge id of each position of the destination-sorted edge list."""
+    def edge_permutation(self) -> Tensor | None:
+        """``(E,)``: input edge id of each position of the destination-sorted edge list;
+        ``None`` when the input edges were already sorted by destination (the identity)."""
         return self.perm
 
     def sample_from_nodes(self, inputs: NodeSamplerInput) -> SamplerOutput:

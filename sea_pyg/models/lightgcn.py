@@ -159,8 +159,8 @@ class LightGCN(Recommender):
     def embeddings(self) -> tuple[Tensor, Tensor]:
         if self.fanout is None:
             return self.forward()
-        x = torch.cat([self.user_emb.weight, self.item_emb.weight]).detach()
-        out = layerwise_propagation(x, self._eval_loader, self.num_layers)
+        tables = (self.user_emb.weight.detach(), self.item_emb.weight.detach())
+        out = layerwise_propagation(tables, self._eval_loader, self.num_layers)
         return out[: self.num_users], out[self.num_users :]
 
     def extra_repr(self) -> str:

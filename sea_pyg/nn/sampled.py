@@ -120,15 +120,22 @@ def sampled_propagation(
 
 @torch.no_grad()
 def layerwise_propagation(
-    x: Tensor,
+    x: Tensor | Sequence[Tensor],
     chunks: Iterable,
     num_layers: int,
     aggregation: str = "mean",
 ) -> Tensor:
     r"""Exact full-graph propagation, one layer at a time over chunks of nodes.
 
+    Memory: besides ``x`` (read, never copied), the result and one layer buffer of ``(n, d)``
+    for ``"mean"``/``"sum"`` (the last layer is added into the result chunk by chunk, layer 0
+    is read from ``x``), two layer buffers for ``"last"``; plus the per-chunk temporaries of
+    ``chunk x degree x d``.
+
     Args:
-        x: ``(n, d)`` layer-0 embeddings of all nodes.
+        x: ``(n, d)`` layer-0 embeddings of all nodes, or a sequence of tables whose row
+            concatenation they are (e.g. the user and the item table: read in place, without
+            concatenating them).
         chunks: Re-iterable (once per layer) over subgraphs of one hop with full
             neighbourhoods, e.g. a :func:`~sea_pyg.data.neighbor.neighbor_loader` with fan-out
             ``[-1]`` and ``batch_size``: each yields ``n_id`` (its ``batch_size`` destination
@@ -142,18 +149,46 @@ def layerwise_propagation(
     """
     if aggregation not in ("mean", "sum", "last"):
         raise ValueError(f"`aggregation` must be 'mean', 'sum' or 'last', got {aggregation!r}")
-    out = x.clone()
-    for _ in range(num_layers):
-        nxt = torch.zeros_like(x)
+    tables = [x] if isinstance(x, Tensor) else list(x)
+    if not tables or any(t.dim() != 2 or t.shape[1:] != tables[0].shape[1:] for t in tables):
+        raise ValueError("`x` must be an (n, d) tensor or a non-empty sequence of (n_i, d) tables")
+    offsets = torch.tensor([0] + [t.size(0) for t in tables]).cumsum(0)
+    n, d = int(offsets[-1]), tables[0].size(1)
+    like = {"dtype": tables[0].dtype, "device": tables[0].device}
+
+    def gather(layer: Tensor | None, ids: Tensor) -> Tensor:
+        if layer is not None:
+            return layer[ids]
+        if len(tables) == 1:
+            return tables[0][ids]
+        rows = torch.empty(ids.numel(), d, **like)
+        for t, lo, hi in zip(tables, offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+            mask = (ids >= lo) & (ids < hi)
+            rows[mask] = t[ids[mask] - lo]
+        return rows
+
+    out = None if aggregation == "last" else torch.cat(tables)  # starts as layer 0
+    cur = None  # the current layer; None: layer 0, read from the tables
+    for layer in range(num_layers):
+        into_out = out is not None and layer == num_layers - 1
+        nxt = out if into_out else torch.zeros(n, d, **like)
         for sub in chunks:
-            n_id = sub.n_id.to(x.device)
-            src, dst = sub.edge_index.to(x.device)
-            w = sub.edge_weight.to(x.device, x.dtype).unsqueeze(-1)
-            msg = torch.zeros(sub.batch_size, x.size(1), dtype=x.dtype, device=x.device)
-            msg.index_add_(0, dst, x[n_id[src]] * w)
-            nxt[n_id[: sub.batch_size]] = msg
-        x = nxt
-        out = x if aggregation == "last" else out + x
+            n_id = sub.n_id.to(like["device"])
+            src, dst = sub.edge_index.to(like["device"])
+            w = sub.edge_weight.to(**like).unsqueeze(-1)
+            msg = torch.zeros(sub.batch_size, d, **like)
+            msg.index_add_(0, dst, gather(cur, n_id[src]) * w)
+            if into_out:  # the last layer goes straight into the sum over layers
+                out[n_id[: sub.batch_size]] += msg
+            else:
+                nxt[n_id[: sub.batch_size]] = msg
+        if into_out:
+            break
+        cur = nxt
+        if out is not None:
+            out += cur
+    if out is None:
+        return cur if cur is not None else torch.cat(tables)
     if aggregation == "mean":
-        out = out / (num_layers + 1)
+        out /= num_layers + 1
     return out

@@ -351,6 +351,7 @@ class Distributed:
         (loss * (self.weight * self.world_size)).backward()
         aux = self.reduce_values(auxiliary.step())
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # as Trainer._train_step: no gradient between steps
         return logged, aux
 
     def sync_optimizers(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:

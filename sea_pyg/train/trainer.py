@@ -436,6 +436,7 @@ class Trainer:
             self.optimizer.step()
         else:
             step_unless(self.optimizer, bad)
+        self.optimizer.zero_grad(set_to_none=True)  # no dense gradient held between steps
         return terms, aux
 
     def _set_lr(self, epoch: int) -> None:

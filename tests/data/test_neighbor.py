@@ -51,7 +51,8 @@ def _check_valid(data, out, seeds, fanout):
     assert sum(out.num_sampled_nodes) == node.numel()
     assert sum(out.num_sampled_edges) == row.numel() == col.numel() == out.edge.numel()
     ids = out.edge  # positions: the permutation maps them to input edges
-    true = data.edge_index[:, TorchNeighborSampler(data, [1]).edge_permutation[ids]]
+    perm = TorchNeighborSampler(data, [1]).edge_permutation
+    true = data.edge_index[:, ids if perm is None else perm[ids]]
     assert torch.equal(node[row], true[0]) and torch.equal(node[col], true[1])
     assert len(set(ids.tolist())) == ids.numel()  # without replacement
     start = 0
@@ -83,6 +84,26 @@ def test_sampler_output_is_valid(fanout):
     for seeds in ([0], [0, 3], [1, 2, 5], [6, 0, 4]):
         for _ in range(20):
             _check_valid(data, _sample(TorchNeighborSampler(data, fanout), seeds), seeds, fanout)
+
+
+def test_sorted_input_is_shared_not_copied():
+    """A destination-sorted graph (as sampling_graph builds it) is the sampler's CSC itself:
+    no permutation, the source row shared, and the same subgraphs as from a shuffled copy."""
+    data = _graph()
+    order = torch.argsort(data.edge_index[1], stable=True)
+    srt = Data(edge_index=data.edge_index[:, order].contiguous(), num_nodes=7)
+    sampler = TorchNeighborSampler(srt, [2, 1])
+    assert sampler.edge_permutation is None
+    assert sampler.row.data_ptr() == srt.edge_index[0].data_ptr()
+    shuffled = TorchNeighborSampler(data, [2, 1])
+    for seeds in ([0], [0, 3], [6, 0, 4]):
+        torch.manual_seed(5)
+        a = _sample(sampler, seeds)
+        _check_valid(srt, a, seeds, [2, 1])
+        torch.manual_seed(5)
+        b = _sample(shuffled, seeds)
+        for key in ("node", "row", "col", "edge"):
+            assert torch.equal(getattr(a, key), getattr(b, key)), key
 
 
 def test_floyd_subsets_are_uniform():

@@ -72,7 +72,23 @@ def test_layerwise_equals_full_propagation(aggregation, chunk):
     x = torch.randn(n, 5, generator=torch.Generator().manual_seed(1))
     full = LightGCNPropagation(3, aggregation)(x, adj)
     loader = neighbor_loader(sampling_graph(adj), [-1], backend="torch", batch_size=chunk)
+    x0 = x.clone()
     assert torch.allclose(layerwise_propagation(x, loader, 3, aggregation), full, atol=1e-6)
+    # the same from the user and item tables, read in place (no concatenated copy)
+    tables = (x[:13].clone(), x[13:].clone())
+    split = layerwise_propagation(tables, loader, 3, aggregation)
+    assert torch.equal(split, layerwise_propagation(x, loader, 3, aggregation))
+    assert torch.equal(x, x0) and torch.equal(torch.cat(tables), x0)  # inputs untouched
+
+
+def test_layerwise_zero_layers_and_bad_tables():
+    adj, n = _random_graph(0)
+    x = torch.randn(n, 3)
+    loader = neighbor_loader(sampling_graph(adj), [-1], backend="torch", batch_size=4)
+    for aggregation in ("mean", "sum", "last"):
+        assert torch.equal(layerwise_propagation((x[:5], x[5:]), loader, 0, aggregation), x)
+    with pytest.raises(ValueError, match="sequence of"):
+        layerwise_propagation((x[:5], x[5:, :2]), loader, 2)
 
 
 def test_full_fanout_subgraph_equals_full_propagation_on_the_seeds():
