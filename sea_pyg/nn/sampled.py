@@ -168,7 +168,10 @@ def layerwise_propagation(
         return rows
 
     out = None if aggregation == "last" else torch.cat(tables)  # starts as layer 0
-    cur = None  # the current layer; None: layer 0, read from the tables
+    # the current layer; layer 0 is read from ``out`` while it still is layer 0 (until the end
+    # of the first layer, unless that is also the last, which adds into ``out`` chunk by
+    # chunk), else from the tables (None)
+    cur = out if out is not None and num_layers > 1 else None
     for layer in range(num_layers):
         into_out = out is not None and layer == num_layers - 1
         nxt = out if into_out else torch.zeros(n, d, **like)

@@ -65,19 +65,20 @@ def _random_graph(seed, users=13, items=9, edges=40):
     return bipartite_norm_adj(ei, users, items), users + items
 
 
+@pytest.mark.parametrize("layers", [1, 3])  # 1: layer 0 read from the tables, not the result
 @pytest.mark.parametrize("aggregation", ["mean", "sum", "last"])
 @pytest.mark.parametrize("chunk", [1, 4, 100])
-def test_layerwise_equals_full_propagation(aggregation, chunk):
+def test_layerwise_equals_full_propagation(aggregation, chunk, layers):
     adj, n = _random_graph(0)
     x = torch.randn(n, 5, generator=torch.Generator().manual_seed(1))
-    full = LightGCNPropagation(3, aggregation)(x, adj)
+    full = LightGCNPropagation(layers, aggregation)(x, adj)
     loader = neighbor_loader(sampling_graph(adj), [-1], backend="torch", batch_size=chunk)
     x0 = x.clone()
-    assert torch.allclose(layerwise_propagation(x, loader, 3, aggregation), full, atol=1e-6)
+    assert torch.allclose(layerwise_propagation(x, loader, layers, aggregation), full, atol=1e-6)
     # the same from the user and item tables, read in place (no concatenated copy)
     tables = (x[:13].clone(), x[13:].clone())
-    split = layerwise_propagation(tables, loader, 3, aggregation)
-    assert torch.equal(split, layerwise_propagation(x, loader, 3, aggregation))
+    split = layerwise_propagation(tables, loader, layers, aggregation)
+    assert torch.equal(split, layerwise_propagation(x, loader, layers, aggregation))
     assert torch.equal(x, x0) and torch.equal(torch.cat(tables), x0)  # inputs untouched
 
 
