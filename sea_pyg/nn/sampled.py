@@ -127,10 +127,10 @@ def layerwise_propagation(
 ) -> Tensor:
     r"""Exact full-graph propagation, one layer at a time over chunks of nodes.
 
-    Memory: besides ``x`` (read, never copied), the result and one layer buffer of ``(n, d)``
-    for ``"mean"``/``"sum"`` (the last layer is added into the result chunk by chunk, layer 0
-    is read from ``x``), two layer buffers for ``"last"``; plus the per-chunk temporaries of
-    ``chunk x degree x d``.
+    Memory: besides ``x`` (read, never modified), ``(n, d)`` buffers: for ``"mean"``/``"sum"``
+    the result (which starts as layer 0 and is read as such during the first layer) and one
+    layer buffer, two from ``L = 3`` (the last layer is added into the result chunk by chunk);
+    two layer buffers for ``"last"``; plus the per-chunk temporaries of ``chunk x degree x d``.
 
     Args:
         x: ``(n, d)`` layer-0 embeddings of all nodes, or a sequence of tables whose row
