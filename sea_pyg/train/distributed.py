@@ -145,6 +145,14 @@ def init_from_env(device: str = "cpu") -> bool:
             )
     cuda = torch.device(device).type == "cuda"
     if cuda:
+        visible = torch.cuda.device_count()
+        if local_rank >= visible:  # NCCL needs one GPU per process on a machine
+            raise ValueError(
+                f"LOCAL_RANK={local_rank} needs GPU {local_rank} but this machine shows "
+                f"{visible} (NCCL takes one GPU per process): start torchrun with "
+                f"--nproc_per_node={max(visible, 1)} or fewer, or train with --device cpu "
+                "(gloo)"
+            )
         torch.cuda.set_device(local_rank)
     dist.init_process_group(
         backend="nccl" if cuda else "gloo", rank=rank, world_size=env_world_size()

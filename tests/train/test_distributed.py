@@ -304,3 +304,16 @@ def test_environment_errors_name_torchrun(monkeypatch):
     monkeypatch.delenv("RANK", raising=False)
     with pytest.raises(ValueError, match="RANK is not.*torchrun --nproc_per_node"):
         init_from_env()
+
+
+def test_more_cuda_processes_than_gpus_is_refused_before_nccl(monkeypatch):
+    from sea_pyg.train.distributed import init_from_env
+
+    for name, value in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1",
+                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29500"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda *a: pytest.fail("reached set_device"))
+    expected = r"LOCAL_RANK=1 needs GPU 1 .* shows 1 .*--nproc_per_node=1 or fewer, .*--device cpu"
+    with pytest.raises(ValueError, match=expected):
+        init_from_env("cuda")
