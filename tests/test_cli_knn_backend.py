@@ -24,10 +24,12 @@ def _home(tmp_path, monkeypatch):
     monkeypatch.setenv("SEA_PYG_HOME", str(tmp_path / "home"))
 
 
+def _argv(out, *flags):
+    return ["train", "--synthetic", "tiny", "--out", str(out), *QUIET, *flags]
+
+
 def _train(out, *flags):
-    return main(
-        ["train", "--synthetic", "tiny", "--epochs", "1", "--out", str(out), *QUIET, *flags]
-    )
+    return main(_argv(out, "--epochs", "1", *flags))
 
 
 def test_freedom_through_mips_is_the_exact_run(tmp_path, knn_searches):
@@ -93,19 +95,7 @@ def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, knn_searc
     # constructor, the epoch's training build, validation, test: one search per modality each
     assert knn_searches == ["mips"] * 8
     knn_searches.clear()
-    argv = [
-        "train",
-        "--synthetic",
-        "tiny",
-        "--out",
-        str(out),
-        *QUIET,
-        *flags,
-        "--resume",
-        "--epochs",
-        "2",
-    ]
-    assert main(argv) == 0
+    assert main(_argv(out, *flags, "--resume", "--epochs", "2")) == 0
     assert len(knn_searches) >= 6 and set(knn_searches) == {"mips"}  # constructor, step, validation
     res = json.loads((out / "results.json").read_text())
     assert res["epochs_run"] == 2 and res["config"]["knn_backend"] == "mips"
@@ -114,21 +104,7 @@ def test_lattice_searches_at_every_step_resume_and_recommend(tmp_path, knn_searc
     # another backend is refused, before anything is trained or written
     capsys.readouterr()
     before = (out / "results.json").read_text()
-    argv = [
-        "train",
-        "--synthetic",
-        "tiny",
-        "--out",
-        str(out),
-        *QUIET,
-        "--model",
-        "lattice",
-        "--knn-backend",
-        "exact",
-        "--resume",
-        "--epochs",
-        "3",
-    ]
+    argv = _argv(out, "--model", "lattice", "--knn-backend", "exact", "--resume", "--epochs", "3")
     with pytest.raises(CommandError) as exc:
         main(argv)
     message = str(exc.value)

@@ -134,8 +134,8 @@ def layerwise_propagation(
 
     Args:
         x: ``(n, d)`` layer-0 embeddings of all nodes, or a sequence of tables whose row
-            concatenation they are (e.g. the user and the item table: read in place, without
-            concatenating them).
+            concatenation they are (e.g. the user and the item table: concatenated straight
+            into the result buffer, no other copy for ``"mean"``/``"sum"`` and ``L >= 2``).
         chunks: Re-iterable (once per layer) over subgraphs of one hop with full
             neighbourhoods, e.g. a :func:`~sea_pyg.data.neighbor.neighbor_loader` with fan-out
             ``[-1]`` and ``batch_size``: each yields ``n_id`` (its ``batch_size`` destination
@@ -152,35 +152,26 @@ def layerwise_propagation(
     tables = [x] if isinstance(x, Tensor) else list(x)
     if not tables or any(t.dim() != 2 or t.shape[1:] != tables[0].shape[1:] for t in tables):
         raise ValueError("`x` must be an (n, d) tensor or a non-empty sequence of (n_i, d) tables")
-    offsets = torch.tensor([0] + [t.size(0) for t in tables]).cumsum(0)
-    n, d = int(offsets[-1]), tables[0].size(1)
+    if num_layers == 0:
+        return torch.cat(tables)
     like = {"dtype": tables[0].dtype, "device": tables[0].device}
-
-    def gather(layer: Tensor | None, ids: Tensor) -> Tensor:
-        if layer is not None:
-            return layer[ids]
-        if len(tables) == 1:
-            return tables[0][ids]
-        rows = torch.empty(ids.numel(), d, **like)
-        for t, lo, hi in zip(tables, offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
-            mask = (ids >= lo) & (ids < hi)
-            rows[mask] = t[ids[mask] - lo]
-        return rows
-
     out = None if aggregation == "last" else torch.cat(tables)  # starts as layer 0
-    # the current layer; layer 0 is read from ``out`` while it still is layer 0 (until the end
-    # of the first layer, unless that is also the last, which adds into ``out`` chunk by
-    # chunk), else from the tables (None)
-    cur = out if out is not None and num_layers > 1 else None
+    # the current layer. Layer 0 is read from ``out`` while it still holds it (to the end of
+    # the first layer, unless that is also the last, which adds into ``out`` chunk by chunk),
+    # else from ``x`` itself or, for a sequence of tables, their concatenation
+    if out is not None and num_layers > 1:
+        cur = out
+    else:
+        cur = x if isinstance(x, Tensor) else torch.cat(tables)
     for layer in range(num_layers):
         into_out = out is not None and layer == num_layers - 1
-        nxt = out if into_out else torch.zeros(n, d, **like)
+        nxt = out if into_out else torch.zeros_like(cur)
         for sub in chunks:
             n_id = sub.n_id.to(like["device"])
             src, dst = sub.edge_index.to(like["device"])
             w = sub.edge_weight.to(**like).unsqueeze(-1)
-            msg = torch.zeros(sub.batch_size, d, **like)
-            msg.index_add_(0, dst, gather(cur, n_id[src]) * w)
+            msg = torch.zeros(sub.batch_size, cur.size(1), **like)
+            msg.index_add_(0, dst, cur[n_id[src]] * w)
             if into_out:  # the last layer goes straight into the sum over layers
                 out[n_id[: sub.batch_size]] += msg
             else:
@@ -191,7 +182,7 @@ def layerwise_propagation(
         if out is not None:
             out += cur
     if out is None:
-        return cur if cur is not None else torch.cat(tables)
+        return cur
     if aggregation == "mean":
         out /= num_layers + 1
     return out

@@ -65,7 +65,7 @@ def _random_graph(seed, users=13, items=9, edges=40):
     return bipartite_norm_adj(ei, users, items), users + items
 
 
-@pytest.mark.parametrize("layers", [1, 3])  # 1: layer 0 read from the tables, not the result
+@pytest.mark.parametrize("layers", [1, 3])  # 1: layer 0 not read from the result buffer
 @pytest.mark.parametrize("aggregation", ["mean", "sum", "last"])
 @pytest.mark.parametrize("chunk", [1, 4, 100])
 def test_layerwise_equals_full_propagation(aggregation, chunk, layers):
@@ -75,7 +75,7 @@ def test_layerwise_equals_full_propagation(aggregation, chunk, layers):
     loader = neighbor_loader(sampling_graph(adj), [-1], backend="torch", batch_size=chunk)
     x0 = x.clone()
     assert torch.allclose(layerwise_propagation(x, loader, layers, aggregation), full, atol=1e-6)
-    # the same from the user and item tables, read in place (no concatenated copy)
+    # the same from the user and item tables
     tables = (x[:13].clone(), x[13:].clone())
     split = layerwise_propagation(tables, loader, layers, aggregation)
     assert torch.equal(split, layerwise_propagation(x, loader, layers, aggregation))
